@@ -71,9 +71,8 @@ pub struct BatchResponse {
 impl BatchResponse {
     /// Builds the response from per-event results, counting each status.
     pub fn from_results(results: Vec<EventResult>) -> Self {
-        let count = |s| {
-            u32::try_from(results.iter().filter(|r| r.status == s).count()).unwrap_or(u32::MAX)
-        };
+        let count =
+            |s| u32::try_from(results.iter().filter(|r| r.status == s).count()).unwrap_or(u32::MAX);
         BatchResponse {
             accepted: count(EventStatus::Accepted),
             duplicate: count(EventStatus::Duplicate),

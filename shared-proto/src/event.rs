@@ -230,7 +230,10 @@ pub struct Event {
     payload: Payload,
 }
 
-fn take_str(obj: &mut Map<String, Value>, field: &'static str) -> Result<Option<String>, EventError> {
+fn take_str(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, EventError> {
     match obj.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -302,7 +305,8 @@ impl Event {
             return Err(EventError::TsInFuture(format_ts(ts)));
         }
         let event_type: EventType = require_str(&mut obj, "event_type")?.parse()?;
-        let agent_id = AgentId::parse(require_str(&mut obj, "agent_id")?).map_err(EventError::AgentId)?;
+        let agent_id =
+            AgentId::parse(require_str(&mut obj, "agent_id")?).map_err(EventError::AgentId)?;
         let run_id = take_str(&mut obj, "run_id")?
             .map(RunId::parse)
             .transpose()
@@ -371,7 +375,10 @@ impl Event {
         let mut obj = Map::new();
         obj.insert("event_id".into(), Value::String(self.event_id.to_string()));
         obj.insert("ts".into(), Value::String(format_ts(self.ts)));
-        obj.insert("event_type".into(), Value::String(self.event_type().as_str().into()));
+        obj.insert(
+            "event_type".into(),
+            Value::String(self.event_type().as_str().into()),
+        );
         obj.insert("agent_id".into(), Value::String(self.agent_id.0.clone()));
         if let Some(run_id) = &self.run_id {
             obj.insert("run_id".into(), Value::String(run_id.0.clone()));

@@ -38,8 +38,13 @@ impl KeyEnv {
     /// [`KeyError::Env`] unless `s` is 1–16 characters of `[a-z0-9]`.
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         let ok = (1..=MAX_ENV_CHARS).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if ok { Ok(KeyEnv(s.to_owned())) } else { Err(KeyError::Env) }
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Ok(KeyEnv(s.to_owned()))
+        } else {
+            Err(KeyError::Env)
+        }
     }
 
     /// The name as a string slice.
@@ -78,7 +83,9 @@ impl ApiKey {
         if secret.len() != SECRET_CHARS || BASE32_NOPAD.decode(secret.as_bytes()).is_err() {
             return Err(KeyError::Malformed);
         }
-        Ok(ApiKey { plaintext: s.to_owned() })
+        Ok(ApiKey {
+            plaintext: s.to_owned(),
+        })
     }
 
     /// The plaintext, to show once or to send as a bearer token.

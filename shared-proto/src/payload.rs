@@ -72,14 +72,20 @@ impl Fields {
         }
     }
 
-    fn opt_text(&mut self, field: &'static str, max: usize) -> Result<Option<String>, PayloadError> {
+    fn opt_text(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<Option<String>, PayloadError> {
         match self.take(field) {
             None => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Err(PayloadError::Invalid {
                 field,
                 reason: "must not be empty",
             }),
-            Some(Value::String(s)) if s.chars().count() > max => Err(PayloadError::TooLong { field, max }),
+            Some(Value::String(s)) if s.chars().count() > max => {
+                Err(PayloadError::TooLong { field, max })
+            }
             Some(Value::String(s)) => Ok(Some(s)),
             Some(_) => Err(PayloadError::WrongType {
                 field,
@@ -89,7 +95,8 @@ impl Fields {
     }
 
     fn text(&mut self, field: &'static str, max: usize) -> Result<String, PayloadError> {
-        self.opt_text(field, max)?.ok_or(PayloadError::Missing(field))
+        self.opt_text(field, max)?
+            .ok_or(PayloadError::Missing(field))
     }
 
     fn opt_count(&mut self, field: &'static str) -> Result<Option<u64>, PayloadError> {
@@ -100,9 +107,13 @@ impl Fields {
             field,
             expected: "a non-negative integer",
         };
-        let Value::Number(n) = v else { return Err(wrong) };
+        let Value::Number(n) = v else {
+            return Err(wrong);
+        };
         if let Some(i) = n.as_i64() {
-            return u64::try_from(i).map(Some).map_err(|_| PayloadError::Negative(field));
+            return u64::try_from(i)
+                .map(Some)
+                .map_err(|_| PayloadError::Negative(field));
         }
         // Above i64::MAX, or not an integer: neither fits a counter.
         if n.as_f64().is_some_and(|f| f < 0.0) {
@@ -158,7 +169,10 @@ impl Fields {
         }
     }
 
-    fn string_map(&mut self, field: &'static str) -> Result<BTreeMap<String, String>, PayloadError> {
+    fn string_map(
+        &mut self,
+        field: &'static str,
+    ) -> Result<BTreeMap<String, String>, PayloadError> {
         let wrong = PayloadError::WrongType {
             field,
             expected: "an object of strings",
