@@ -1,6 +1,11 @@
 //! Property and example tests of the wire contract: round-trips, and every rule violation
 //! rejected with a named error code.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] fns panic on broken fixtures"
+)]
+
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use serde_json::{Value, json};
