@@ -1,0 +1,3 @@
+//! Ingest benchmark (placeholder until the measured version lands).
+
+fn main() {}

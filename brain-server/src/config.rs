@@ -1,0 +1,113 @@
+//! Server configuration: typed settings, resolved once from the command line (flag > env >
+//! default; clap reads the variables named in [`shared_proto::env_vars`]).
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+use crate::cli::Cli;
+
+/// Default listen address: loopback only (production binds the tailnet address).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./brain-data";
+/// File name of the embedded SQLite database inside the data directory.
+pub const SQLITE_FILE: &str = "brain.db";
+/// File name of the generated admin token inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin_token";
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// Where the database is and where the token file lives.
+    pub db: DbConfig,
+    /// The admin token given by flag or `BRAIN_ADMIN_TOKEN`; `None` reads or generates
+    /// `<data_dir>/admin_token`.
+    pub admin_token: Option<SecretString>,
+    /// Ingest limits.
+    pub limits: Limits,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `postgres://…` or `sqlite://path`; `None` means `<data_dir>/brain.db`.
+    pub database_url: Option<SecretString>,
+    /// The data directory (embedded database, generated admin token).
+    pub data_dir: PathBuf,
+}
+
+impl DbConfig {
+    /// The embedded SQLite file used when no URL is given.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join(SQLITE_FILE)
+    }
+
+    /// A config for `data_dir` with no URL (embedded SQLite).
+    pub fn embedded(data_dir: &Path) -> Self {
+        DbConfig {
+            database_url: None,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+}
+
+/// Ingest limits and the group-commit queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sustained requests per second per API key (`BRAIN_RATE_LIMIT_PER_SEC`, default 200).
+    pub rate_per_sec: NonZeroU32,
+    /// Requests allowed in a burst per API key (`BRAIN_RATE_LIMIT_BURST`, default 400).
+    pub rate_burst: NonZeroU32,
+    /// Requests that may wait for the writer before new ones get 503 (default 4096).
+    pub queue_requests: usize,
+    /// Most events one group commit takes from the queue (default 2000).
+    pub group_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rate_per_sec: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
+            rate_burst: NonZeroU32::new(400).unwrap_or(NonZeroU32::MIN),
+            queue_requests: 4096,
+            group_events: 2000,
+        }
+    }
+}
+
+impl DbConfig {
+    /// Resolves the database settings from the parsed command line.
+    pub fn from_cli(cli: &Cli) -> Self {
+        DbConfig {
+            database_url: cli.database_url.clone().map(SecretString::from),
+            data_dir: cli
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Resolves the server settings from the parsed command line.
+    pub fn from_cli(cli: &Cli) -> Self {
+        let defaults = Limits::default();
+        ServerConfig {
+            listen: cli
+                .listen
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            db: DbConfig::from_cli(cli),
+            admin_token: cli.admin_token.clone().map(SecretString::from),
+            limits: Limits {
+                rate_per_sec: cli.rate_limit_per_sec.unwrap_or(defaults.rate_per_sec),
+                rate_burst: cli.rate_limit_burst.unwrap_or(defaults.rate_burst),
+                ..defaults
+            },
+        }
+    }
+}

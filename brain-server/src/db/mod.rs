@@ -1,0 +1,791 @@
+//! The database: one [`Store`] over the two backends (Postgres, SQLite), and the domain types
+//! its queries return.
+//!
+//! All SQL lives in `db/postgres.rs` and `db/sqlite.rs`, one function per statement, run with
+//! `sqlx::query_as` at runtime (the checked macros would bind the crate to one backend).
+//! This module picks the backend, holds the logic that is the same on both (the ingest write
+//! of a group of requests, key minting) and converts rows to domain types.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use shared_proto::{ApiKey, ErrorDetail, EventResult, EventStatus, KeyEnv, KeyHash, Payload};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use uuid::Uuid;
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The `DATABASE_URL` is neither `postgres://…` nor `sqlite://…`, or does not parse.
+    #[error("unsupported or malformed database URL (expected postgres://… or sqlite://…)")]
+    Url(#[source] Option<sqlx::Error>),
+    /// Opening the pool failed.
+    #[error("could not connect to the database")]
+    Connect(#[source] sqlx::Error),
+    /// Running the embedded migrations failed.
+    #[error("could not run the database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    /// Generating a key failed.
+    #[error("could not generate an API key")]
+    Key(#[from] shared_proto::KeyError),
+    /// The named row does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+}
+
+/// Which backend a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Postgres (production).
+    Postgres,
+    /// SQLite (embedded default, one box).
+    Sqlite,
+}
+
+/// The database: a connection pool of one of the two backends. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Postgres.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+/// How long a request waits for a pooled connection before the database counts as down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Store {
+    /// Connects to `url` (`postgres://…`, `postgresql://…` or `sqlite://path`).
+    ///
+    /// # Errors
+    /// [`DbError::Url`] for any other scheme or a malformed URL, [`DbError::Connect`] when the
+    /// database cannot be reached or opened.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| DbError::Url(Some(e)))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(opts)
+                .await
+                .map_err(DbError::Connect)?;
+            Ok(Store::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url).map_err(|e| DbError::Url(Some(e)))?;
+            Self::open_sqlite(opts).await
+        } else {
+            Err(DbError::Url(None))
+        }
+    }
+
+    /// Opens (creating if missing) the SQLite database file at `path`.
+    ///
+    /// # Errors
+    /// [`DbError::Connect`] when the file cannot be opened or created.
+    pub async fn open_sqlite_file(path: &Path) -> Result<Self, DbError> {
+        Self::open_sqlite(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    async fn open_sqlite(opts: SqliteConnectOptions) -> Result<Self, DbError> {
+        let opts = opts
+            .create_if_missing(true)
+            // WAL: readers (dashboard) never block the one writer, and the writer never blocks them.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before we answer 200 (NORMAL could lose the last
+            // commits on power loss). Group commit amortises the fsync.
+            .synchronous(SqliteSynchronous::Full)
+            // The CLI (mint-key, …) may write while the server runs: wait instead of failing.
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(DbError::Connect)?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    /// Which backend this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Postgres(_) => Backend::Postgres,
+            Store::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    ///
+    /// # Errors
+    /// [`DbError::Migrate`] when a migration fails or an applied one was changed.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Store::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await,
+            Store::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await,
+        }
+        .map_err(DbError::Migrate)
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(pool) => pool.close().await,
+            Store::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Checks that the database answers a trivial query.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] when it does not.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::ping(pool).await,
+            Store::Sqlite(pool) => sqlite::ping(pool).await,
+        }
+    }
+
+    /// Mints a new key for `customer_id`, creating the customer (named `name`) if missing.
+    ///
+    /// A customer that already has a live key gets a second one (a rotation); the audit log
+    /// records `mint` or `rotate` with the key id, never the plaintext.
+    ///
+    /// # Errors
+    /// [`DbError::Key`] when the OS random source fails, [`DbError::Query`] on a database error.
+    pub async fn mint_key(
+        &self,
+        customer_id: &str,
+        name: &str,
+        label: Option<&str>,
+        env: &KeyEnv,
+        actor: &str,
+    ) -> Result<MintedKey, DbError> {
+        let api_key = ApiKey::generate(env)?;
+        let new = NewKey {
+            key_id: format!("key_{}", Uuid::new_v4().simple()),
+            customer_id: customer_id.to_owned(),
+            key_hash: api_key.hash(),
+            env: env.as_str().to_owned(),
+            label: label.map(str::to_owned),
+            last4: api_key.last4().to_owned(),
+            created_at: Utc::now(),
+        };
+        let (customer_created, rotated) = match self {
+            Store::Postgres(pool) => postgres::mint_key(pool, name, &new, actor).await?,
+            Store::Sqlite(pool) => sqlite::mint_key(pool, name, &new, actor).await?,
+        };
+        Ok(MintedKey {
+            key_id: new.key_id,
+            customer_id: new.customer_id,
+            api_key,
+            customer_created,
+            rotated,
+        })
+    }
+
+    /// Revokes the key `key_id` (idempotent: revoking a revoked key keeps the first time).
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] when there is no such key, [`DbError::Query`] otherwise.
+    pub async fn revoke_key(&self, key_id: &str, actor: &str) -> Result<KeyInfo, DbError> {
+        let now = Utc::now();
+        match self {
+            Store::Postgres(pool) => postgres::revoke_key(pool, key_id, now, actor).await,
+            Store::Sqlite(pool) => sqlite::revoke_key(pool, key_id, now, actor).await,
+        }?
+        .ok_or(DbError::NotFound("key"))
+    }
+
+    /// Lists keys (without plaintext), of one customer or of all, oldest first.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn list_keys(&self, customer_id: Option<&str>) -> Result<Vec<KeyInfo>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::list_keys(pool, customer_id).await,
+            Store::Sqlite(pool) => sqlite::list_keys(pool, customer_id).await,
+        }
+    }
+
+    /// Finds the live (not revoked) key with this hash.
+    pub(crate) async fn find_live_key(&self, hash: &KeyHash) -> Result<Option<AuthKey>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::find_live_key(pool, hash.as_str()).await,
+            Store::Sqlite(pool) => sqlite::find_live_key(pool, hash.as_str()).await,
+        }
+    }
+
+    /// Number of rows in `events` (for tests and the health read).
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn count_events(&self) -> Result<i64, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::count(pool, "SELECT COUNT(*) FROM events").await,
+            Store::Sqlite(pool) => sqlite::count(pool, "SELECT COUNT(*) FROM events").await,
+        }
+    }
+
+    /// The dead letters of a customer, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn dead_letters(
+        &self,
+        customer_id: &str,
+        limit: i64,
+    ) -> Result<Vec<DeadLetter>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::dead_letters(pool, customer_id, limit).await,
+            Store::Sqlite(pool) => sqlite::dead_letters(pool, customer_id, limit).await,
+        }
+    }
+
+    /// The stored agent row, if any.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRow>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::agent(pool, agent_id).await,
+            Store::Sqlite(pool) => sqlite::agent(pool, agent_id).await,
+        }
+    }
+
+    /// The audit log, newest first, at most `limit` entries.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::audit_log(pool, limit).await,
+            Store::Sqlite(pool) => sqlite::audit_log(pool, limit).await,
+        }
+    }
+
+    /// Writes one group of ingest requests in a single transaction and returns, per request,
+    /// the per-event results in request order. Nothing is visible before the commit.
+    pub(crate) async fn write_group(
+        &self,
+        jobs: &[WriteJob],
+    ) -> Result<Vec<Vec<EventResult>>, DbError> {
+        let now = Utc::now();
+        match self {
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let out = write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let out = write_group_in(&mut sqlite::SqliteWriter(&mut tx), jobs, now).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Per customer over `since..`: sessions, errors, cost, agents, events, last seen.
+    pub(crate) async fn overview(&self, since: DateTime<Utc>) -> Result<Vec<OverviewRow>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::overview(pool, since).await,
+            Store::Sqlite(pool) => sqlite::overview(pool, since).await,
+        }
+    }
+
+    /// Every customer with cumulative counts.
+    pub(crate) async fn customers(&self) -> Result<Vec<CustomerRow>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::customers(pool).await,
+            Store::Sqlite(pool) => sqlite::customers(pool).await,
+        }
+    }
+
+    /// Per agent (of one customer, or all) cumulative counts.
+    pub(crate) async fn agents(
+        &self,
+        customer_id: Option<&str>,
+    ) -> Result<Vec<AgentSummary>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::agents(pool, customer_id).await,
+            Store::Sqlite(pool) => sqlite::agents(pool, customer_id).await,
+        }
+    }
+
+    /// Every `tool_call` since `since` (of one customer, or all): tool name, ok, duration.
+    pub(crate) async fn tool_calls(
+        &self,
+        since: DateTime<Utc>,
+        customer_id: Option<&str>,
+    ) -> Result<Vec<ToolCallRow>, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::tool_calls(pool, since, customer_id).await,
+            Store::Sqlite(pool) => sqlite::tool_calls(pool, since, customer_id).await,
+        }
+    }
+
+    /// Ingestion health figures at `now`.
+    pub(crate) async fn health(&self, now: DateTime<Utc>) -> Result<HealthRow, DbError> {
+        match self {
+            Store::Postgres(pool) => postgres::health(pool, now).await,
+            Store::Sqlite(pool) => sqlite::health(pool, now).await,
+        }
+    }
+}
+
+/// A freshly minted key: the plaintext is here and nowhere else.
+#[derive(Debug)]
+pub struct MintedKey {
+    /// The key's id (`key_<32 hex>`), safe to show and to revoke by.
+    pub key_id: String,
+    /// The customer it authenticates.
+    pub customer_id: String,
+    /// The plaintext key (its `Debug` hides the secret).
+    pub api_key: ApiKey,
+    /// Whether the customer was created by this call.
+    pub customer_created: bool,
+    /// Whether the customer already had a live key (this one is a rotation).
+    pub rotated: bool,
+}
+
+/// A key as listed: no plaintext, no hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// The key's id.
+    pub key_id: String,
+    /// Its customer.
+    pub customer_id: String,
+    /// The `<env>` part (`dev`, `prod`, …).
+    pub env: String,
+    /// Free-form label given at minting.
+    pub label: Option<String>,
+    /// Last four characters of the plaintext.
+    pub last4: String,
+    /// When it was minted.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A dead-lettered element of an ingest request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// Row id.
+    pub id: i64,
+    /// The customer whose key sent it.
+    pub customer_id: String,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// Its `event_id` when it had a readable one.
+    pub event_id: Option<String>,
+    /// The element's JSON as received.
+    pub raw: String,
+    /// The rejection code (e.g. `unknown_event_type`).
+    pub reason: String,
+    /// The rejection message.
+    pub message: String,
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentRow {
+    /// The agent's id.
+    pub agent_id: String,
+    /// The customer that owns it (the first that sent it).
+    pub customer_id: String,
+    /// `ts` of its earliest stored event.
+    pub first_seen_at: DateTime<Utc>,
+    /// `ts` of its latest stored event.
+    pub last_seen_at: DateTime<Utc>,
+    /// Its version from the latest heartbeat naming it.
+    pub agent_version: Option<String>,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Row id.
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (`cli`, `admin_api`).
+    pub actor: String,
+    /// What (`mint`, `rotate`, `revoke`).
+    pub action: String,
+    /// Parameters (never a plaintext key).
+    pub params: Value,
+}
+
+/// The live key a bearer token resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuthKey {
+    pub(crate) key_id: String,
+    pub(crate) customer_id: String,
+}
+
+/// A key about to be inserted.
+#[derive(Debug)]
+struct NewKey {
+    key_id: String,
+    customer_id: String,
+    key_hash: KeyHash,
+    env: String,
+    label: Option<String>,
+    last4: String,
+    created_at: DateTime<Utc>,
+}
+
+/// One element of an ingest request, after validation.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A valid event, ready to store.
+    Valid(shared_proto::Event),
+    /// A rejected element, to dead-letter.
+    Rejected {
+        event_id: Option<String>,
+        raw: String,
+        code: String,
+        message: String,
+    },
+}
+
+/// One ingest request's elements, for the writer.
+#[derive(Debug)]
+pub(crate) struct WriteJob {
+    pub(crate) customer_id: String,
+    pub(crate) items: Vec<Item>,
+}
+
+/// An event row to insert.
+#[derive(Debug)]
+struct EventRow {
+    event_id: Uuid,
+    ts: DateTime<Utc>,
+    customer_id: String,
+    agent_id: String,
+    run_id: Option<String>,
+    event_type: &'static str,
+    payload: String,
+}
+
+/// A dead letter to insert.
+#[derive(Debug)]
+struct NewDeadLetter {
+    customer_id: String,
+    event_id: Option<String>,
+    raw: String,
+    reason: String,
+    message: String,
+}
+
+/// An agent first seen in this group: who claims it and the span of its events.
+#[derive(Debug)]
+struct AgentClaim {
+    agent_id: String,
+    customer_id: String,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+}
+
+/// The statements one ingest transaction needs, implemented per backend over its transaction.
+trait GroupWriter {
+    /// Inserts agents not yet known (first claim wins; existing rows untouched).
+    async fn claim_agents(&mut self, claims: &[AgentClaim]) -> Result<(), sqlx::Error>;
+    /// The owner of each of these agents.
+    async fn agent_owners(
+        &mut self,
+        agent_ids: &[String],
+    ) -> Result<HashMap<String, String>, sqlx::Error>;
+    /// Widens `first_seen_at`/`last_seen_at` of agents to include these spans.
+    async fn touch_agents(&mut self, spans: &[AgentClaim]) -> Result<(), sqlx::Error>;
+    /// Inserts events, skipping stored `event_id`s; returns the ids actually inserted.
+    async fn insert_events(
+        &mut self,
+        rows: &[EventRow],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<Uuid>, sqlx::Error>;
+    /// Inserts dead letters.
+    async fn insert_dead_letters(
+        &mut self,
+        rows: &[NewDeadLetter],
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error>;
+    /// Sets `agent_version` of the customer's agents named in a heartbeat at `ts`, unless a
+    /// later heartbeat already did.
+    async fn set_agent_versions(
+        &mut self,
+        customer_id: &str,
+        ts: DateTime<Utc>,
+        versions: &BTreeMap<String, String>,
+    ) -> Result<(), sqlx::Error>;
+}
+
+/// Rows per multi-row statement (8 columns × 1000 stays under both backends' bind limits).
+const CHUNK_ROWS: usize = 1000;
+
+/// The backend-independent ingest write: ownership, dedupe, inserts, agent upserts.
+async fn write_group_in<W: GroupWriter>(
+    w: &mut W,
+    jobs: &[WriteJob],
+    now: DateTime<Utc>,
+) -> Result<Vec<Vec<EventResult>>, DbError> {
+    // 1. Claim agents never seen before: the first request of the group that names one
+    //    claims it for its customer (an existing owner is never replaced).
+    let mut claims: BTreeMap<&str, AgentClaim> = BTreeMap::new();
+    for job in jobs {
+        for item in &job.items {
+            if let Item::Valid(ev) = item {
+                let claim = claims
+                    .entry(ev.agent_id().as_str())
+                    .or_insert_with(|| AgentClaim {
+                        agent_id: ev.agent_id().as_str().to_owned(),
+                        customer_id: job.customer_id.clone(),
+                        first: ev.ts(),
+                        last: ev.ts(),
+                    });
+                if claim.customer_id == job.customer_id {
+                    claim.first = claim.first.min(ev.ts());
+                    claim.last = claim.last.max(ev.ts());
+                }
+            }
+        }
+    }
+    let claims: Vec<AgentClaim> = claims.into_values().collect();
+    for chunk in claims.chunks(CHUNK_ROWS) {
+        w.claim_agents(chunk).await?;
+    }
+    let agent_ids: Vec<String> = claims.iter().map(|c| c.agent_id.clone()).collect();
+    let mut owners = HashMap::new();
+    for chunk in agent_ids.chunks(CHUNK_ROWS) {
+        owners.extend(w.agent_owners(chunk).await?);
+    }
+
+    // 2. Classify every element: forbidden agent, duplicate within the group, or a row.
+    let mut seen_in_group: HashSet<Uuid> = HashSet::new();
+    let mut rows = Vec::new();
+    let mut dead = Vec::new();
+    let mut spans: BTreeMap<String, AgentClaim> = BTreeMap::new();
+    let mut heartbeats = Vec::new();
+    // Per job, per item: the provisional outcome.
+    enum Slot {
+        Insert(Uuid),
+        Duplicate(Uuid),
+        Rejected(Option<String>, ErrorDetail),
+    }
+    let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut job_slots = Vec::with_capacity(job.items.len());
+        for item in &job.items {
+            match item {
+                Item::Rejected {
+                    event_id,
+                    raw,
+                    code,
+                    message,
+                } => {
+                    dead.push(NewDeadLetter {
+                        customer_id: job.customer_id.clone(),
+                        event_id: event_id.clone(),
+                        raw: raw.clone(),
+                        reason: code.clone(),
+                        message: message.clone(),
+                    });
+                    job_slots.push(Slot::Rejected(
+                        event_id.clone(),
+                        ErrorDetail {
+                            code: code.clone(),
+                            message: message.clone(),
+                        },
+                    ));
+                }
+                Item::Valid(ev) => {
+                    let id = ev.event_id();
+                    let agent = ev.agent_id().as_str();
+                    let owner = owners.get(agent).map(String::as_str);
+                    if owner != Some(job.customer_id.as_str()) {
+                        let message = format!("agent_id `{agent}` belongs to another customer");
+                        dead.push(NewDeadLetter {
+                            customer_id: job.customer_id.clone(),
+                            event_id: Some(id.to_string()),
+                            raw: ev.to_value().to_string(),
+                            reason: "agent_forbidden".to_owned(),
+                            message: message.clone(),
+                        });
+                        job_slots.push(Slot::Rejected(
+                            Some(id.to_string()),
+                            ErrorDetail {
+                                code: "agent_forbidden".to_owned(),
+                                message,
+                            },
+                        ));
+                        continue;
+                    }
+                    if !seen_in_group.insert(id) {
+                        job_slots.push(Slot::Duplicate(id));
+                        continue;
+                    }
+                    let span = spans.entry(agent.to_owned()).or_insert_with(|| AgentClaim {
+                        agent_id: agent.to_owned(),
+                        customer_id: job.customer_id.clone(),
+                        first: ev.ts(),
+                        last: ev.ts(),
+                    });
+                    span.first = span.first.min(ev.ts());
+                    span.last = span.last.max(ev.ts());
+                    if let Payload::Heartbeat(hb) = ev.payload()
+                        && !hb.agent_versions.is_empty()
+                    {
+                        heartbeats.push((
+                            id,
+                            job.customer_id.clone(),
+                            ev.ts(),
+                            hb.agent_versions.clone(),
+                        ));
+                    }
+                    rows.push(EventRow {
+                        event_id: id,
+                        ts: ev.ts(),
+                        customer_id: job.customer_id.clone(),
+                        agent_id: agent.to_owned(),
+                        run_id: ev.run_id().map(|r| r.as_str().to_owned()),
+                        event_type: ev.event_type().as_str(),
+                        payload: ev.payload_value().to_string(),
+                    });
+                    job_slots.push(Slot::Insert(id));
+                }
+            }
+        }
+        slots.push(job_slots);
+    }
+
+    // 3. Insert, in event_id order so that concurrent writers (several instances) lock the
+    //    unique index in the same order.
+    rows.sort_by_key(|r| r.event_id);
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(CHUNK_ROWS) {
+        inserted.extend(w.insert_events(chunk, now).await?);
+    }
+    for chunk in dead.chunks(CHUNK_ROWS) {
+        w.insert_dead_letters(chunk, now).await?;
+    }
+    let spans: Vec<AgentClaim> = spans.into_values().collect();
+    for chunk in spans.chunks(CHUNK_ROWS) {
+        w.touch_agents(chunk).await?;
+    }
+    for (id, customer_id, ts, versions) in &heartbeats {
+        if inserted.contains(id) {
+            w.set_agent_versions(customer_id, *ts, versions).await?;
+        }
+    }
+
+    // 4. Results, in request order.
+    Ok(slots
+        .into_iter()
+        .map(|job_slots| {
+            job_slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Insert(id) if inserted.contains(&id) => EventResult {
+                        event_id: Some(id.to_string()),
+                        status: EventStatus::Accepted,
+                        error: None,
+                    },
+                    Slot::Insert(id) | Slot::Duplicate(id) => EventResult {
+                        event_id: Some(id.to_string()),
+                        status: EventStatus::Duplicate,
+                        error: None,
+                    },
+                    Slot::Rejected(event_id, error) => EventResult {
+                        event_id,
+                        status: EventStatus::Rejected,
+                        error: Some(error),
+                    },
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Per-customer figures over a window (overview read).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OverviewRow {
+    pub(crate) customer_id: String,
+    pub(crate) name: String,
+    pub(crate) events: i64,
+    pub(crate) sessions: i64,
+    pub(crate) errors: i64,
+    pub(crate) cost_cents: f64,
+    pub(crate) agents: i64,
+    pub(crate) last_seen: Option<DateTime<Utc>>,
+}
+
+/// Per-customer cumulative figures (customers read).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CustomerRow {
+    pub(crate) customer_id: String,
+    pub(crate) name: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) events: i64,
+    pub(crate) sessions: i64,
+    pub(crate) tool_calls: i64,
+    pub(crate) errors: i64,
+    pub(crate) cost_cents: f64,
+    pub(crate) agents: i64,
+    pub(crate) last_seen: Option<DateTime<Utc>>,
+}
+
+/// Per-agent cumulative figures (agents read).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AgentSummary {
+    pub(crate) agent_id: String,
+    pub(crate) customer_id: String,
+    pub(crate) agent_version: Option<String>,
+    pub(crate) first_seen: DateTime<Utc>,
+    pub(crate) last_seen: DateTime<Utc>,
+    pub(crate) events: i64,
+    pub(crate) sessions: i64,
+    pub(crate) tool_calls: i64,
+    pub(crate) errors: i64,
+    pub(crate) cost_cents: f64,
+}
+
+/// One tool call (tools read).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ToolCallRow {
+    pub(crate) tool_name: String,
+    pub(crate) ok: bool,
+    pub(crate) duration_ms: Option<i64>,
+}
+
+/// Ingestion health figures (health read).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HealthRow {
+    pub(crate) events_total: i64,
+    pub(crate) events_last_hour: i64,
+    pub(crate) lag_avg_ms: Option<f64>,
+    pub(crate) lag_max_ms: Option<i64>,
+    pub(crate) dead_letters_total: i64,
+    pub(crate) dead_letters_last_24h: i64,
+    /// The event ingested in the last hour with the largest lag: (event_id, ts, ingested_at).
+    pub(crate) most_late: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// Unix milliseconds → UTC time (SQLite stores times as integers).
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

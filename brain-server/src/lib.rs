@@ -1,0 +1,157 @@
+//! `brain-server`: Brain's HTTP server (ingest, dashboard reads, dashboard page) and its
+//! operator commands.
+//!
+//! # Life of a request
+//!
+//! 1. [`run`] accepts the connection; [`router`] picks the handler in [`routes`].
+//! 2. Extractors in [`extract`] authenticate: a customer bearer key (`POST /v1/events`;
+//!    looked up by its SHA-256, cached ≤ 2 s so revocation bites within 5 s, then the per-key
+//!    rate limit) or the admin token (`/v1/dashboard/*`, constant-time comparison).
+//! 3. `POST /v1/events` reads at most 1 MiB (after gunzip), parses JSON, validates each
+//!    element with [`shared_proto::Event::parse`], and hands the request to the ingest
+//!    [`writer`] over a bounded queue (full → 503).
+//! 4. The writer takes every queued request into one transaction ([`db::Store`]): claims new
+//!    agents, refuses agents owned by another customer, inserts events with
+//!    `ON CONFLICT DO NOTHING` (duplicates), dead-letters rejections, updates agents, commits.
+//! 5. Only then does each handler answer, 200 with per-event results (422 for a single
+//!    rejected event). Any error is an [`error::ApiError`] rendered as one JSON envelope.
+//!
+//! On shutdown, [`run`] stops accepting, lets in-flight requests finish, then the writer
+//! writes what is queued and stops.
+
+pub mod admin_token;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod error;
+mod extract;
+mod routes;
+mod state;
+mod task;
+mod writer;
+
+use std::future::Future;
+use std::path::Path;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use shared_proto::ErrorBody;
+use tower_http::trace::TraceLayer;
+
+pub use crate::db::{Backend, Store};
+pub use crate::state::AppState;
+pub use crate::writer::WriterStats;
+
+use crate::config::DbConfig;
+use crate::routes::{dashboard, events, health, page};
+
+/// The whole HTTP application over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page::get_index))
+        .route("/app.js", get(page::get_app_js))
+        .route("/style.css", get(page::get_style_css))
+        .route("/v1/healthz", get(health::get_healthz))
+        .route("/metrics", get(health::get_metrics))
+        .route("/v1/events", post(events::post_events))
+        .route("/v1/dashboard/overview", get(dashboard::get_overview))
+        .route("/v1/dashboard/customers", get(dashboard::get_customers))
+        .route("/v1/dashboard/agents", get(dashboard::get_agents))
+        .route("/v1/dashboard/tools", get(dashboard::get_tools))
+        .route("/v1/dashboard/health", get(dashboard::get_health))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(ErrorBody::new("not_found", "no such endpoint")),
+    )
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves, then drains in-flight requests
+/// and stops the ingest writer after it has written everything queued.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    state.shutdown().await;
+    served
+}
+
+/// Opens the configured database (the embedded SQLite file when no URL is given, saying
+/// where) and applies the migrations.
+///
+/// # Errors
+/// When the data directory cannot be created, the database cannot be opened, or a
+/// migration fails.
+pub async fn open_store(db: &DbConfig) -> anyhow::Result<Store> {
+    let store = match &db.database_url {
+        Some(url) => {
+            let store = Store::connect(url.expose_secret())
+                .await
+                .context("connecting to DATABASE_URL")?;
+            tracing::info!(backend = ?store.backend(), "database: DATABASE_URL");
+            store
+        }
+        None => {
+            std::fs::create_dir_all(&db.data_dir).with_context(|| {
+                format!("creating the data directory {}", db.data_dir.display())
+            })?;
+            let path = db.sqlite_path();
+            let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+            tracing::info!(path = %shown.display(), "database: embedded SQLite file");
+            Store::open_sqlite_file(&path)
+                .await
+                .with_context(|| format!("opening the SQLite database {}", shown.display()))?
+        }
+    };
+    store
+        .migrate()
+        .await
+        .context("running the database migrations")?;
+    Ok(store)
+}
+
+/// Resolves the admin token for `data_dir` and builds the state (starting the writer).
+/// When the token is generated, logs once the dashboard URL for `listen`.
+///
+/// # Errors
+/// When the admin token file cannot be read or written.
+pub fn build_state(
+    store: Store,
+    config: &config::ServerConfig,
+    data_dir: &Path,
+) -> anyhow::Result<AppState> {
+    let (token, source) =
+        admin_token::resolve(config.admin_token.clone(), data_dir).with_context(|| {
+            format!(
+                "reading or creating the admin token in {}",
+                data_dir.display()
+            )
+        })?;
+    if source == admin_token::TokenSource::Generated {
+        tracing::info!(
+            file = %data_dir.join(config::ADMIN_TOKEN_FILE).display(),
+            "generated an admin token; open the dashboard at http://{}/#token={}",
+            config.listen,
+            token.expose_secret()
+        );
+    }
+    Ok(AppState::new(store, &token, config.limits))
+}

@@ -1,0 +1,32 @@
+//! `GET /` and its assets: the dashboard page, embedded at compile time (no CDN, no build).
+
+use axum::http::header;
+use axum::response::IntoResponse;
+
+const INDEX_HTML: &str = include_str!("../../../dashboard/index.html");
+const APP_JS: &str = include_str!("../../../dashboard/app.js");
+const STYLE_CSS: &str = include_str!("../../../dashboard/style.css");
+
+/// The page.
+pub(crate) async fn get_index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+}
+
+/// Its script.
+pub(crate) async fn get_app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+}
+
+/// Its style sheet.
+pub(crate) async fn get_style_css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLE_CSS,
+    )
+}

@@ -1,0 +1,212 @@
+//! The ingest writer: one task owns every ingest write and commits in groups.
+//!
+//! Handlers validate a request, then [`Writer::submit`] its elements with a oneshot over a
+//! bounded queue. The writer takes everything queued (up to [`Limits::group_events`]
+//! events) into ONE transaction, commits, then answers every waiting request. N concurrent
+//! one-event requests therefore cost far fewer than N commits. A full queue answers 503.
+//! On shutdown the writer finishes what is queued before it exits.
+//!
+//! [`Limits::group_events`]: crate::config::Limits::group_events
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shared_proto::EventResult;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::db::{DbError, Store, WriteJob};
+use crate::task;
+
+/// The answer to one submitted request.
+pub(crate) type WriteResult = Result<Vec<EventResult>, DbError>;
+
+struct Pending {
+    job: WriteJob,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// Counters of the writer, for `/metrics` and for tests that prove group commit.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Requests answered after a commit.
+    pub requests: AtomicU64,
+    /// Elements (events and rejected elements) written.
+    pub items: AtomicU64,
+    /// Groups that failed and were retried request by request.
+    pub failed_groups: AtomicU64,
+}
+
+/// Why a request could not be queued.
+#[derive(Debug)]
+pub(crate) enum SubmitError {
+    /// The queue is full: answer 503.
+    Full,
+    /// The writer has stopped (shutting down): answer 503.
+    Closed,
+}
+
+/// Handle to the writer task.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Pending>,
+    stop: watch::Sender<bool>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("items", &self.job.items.len())
+            .finish()
+    }
+}
+
+impl Writer {
+    /// Starts the writer task over `store`.
+    pub(crate) fn start(store: Store, queue_requests: usize, group_events: usize) -> Self {
+        let (tx, rx) = mpsc::channel(queue_requests.max(1));
+        let (stop, stop_rx) = watch::channel(false);
+        let stats = Arc::new(WriterStats::default());
+        let handle = task::spawn(
+            "ingest-writer",
+            run(store, rx, stop_rx, group_events.max(1), Arc::clone(&stats)),
+        );
+        Writer {
+            tx,
+            stop,
+            handle: Mutex::new(Some(handle)),
+            stats,
+        }
+    }
+
+    /// Queues a request's elements; the receiver yields the results after the commit.
+    pub(crate) fn submit(
+        &self,
+        job: WriteJob,
+    ) -> Result<oneshot::Receiver<WriteResult>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Pending { job, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            })?;
+        Ok(rx)
+    }
+
+    /// The writer's counters.
+    pub(crate) fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Requests waiting in the queue.
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Tells the writer to finish what is queued and stop, and waits for it.
+    pub(crate) async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let handle = self.handle.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle
+            && let Err(e) = handle.await
+        {
+            tracing::error!(error = %e, "ingest writer task failed");
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Pending>,
+    mut stop: watch::Receiver<bool>,
+    group_events: usize,
+    stats: Arc<WriterStats>,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            p = rx.recv() => p,
+            _ = stop.changed() => None,
+        };
+        let Some(first) = first else { break };
+        let group = take_group(first, &mut rx, group_events);
+        write(&store, group, &stats).await;
+    }
+    // Shutting down: refuse new work, finish what is queued.
+    rx.close();
+    while let Some(first) = rx.recv().await {
+        let group = take_group(first, &mut rx, group_events);
+        write(&store, group, &stats).await;
+    }
+    tracing::info!("ingest writer drained and stopped");
+}
+
+/// `first` plus whatever is already queued, up to `group_events` elements.
+fn take_group(
+    first: Pending,
+    rx: &mut mpsc::Receiver<Pending>,
+    group_events: usize,
+) -> Vec<Pending> {
+    let mut n = first.job.items.len();
+    let mut group = vec![first];
+    while n < group_events {
+        match rx.try_recv() {
+            Ok(p) => {
+                n += p.job.items.len();
+                group.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+async fn write(store: &Store, group: Vec<Pending>, stats: &WriterStats) {
+    let (jobs, replies): (Vec<WriteJob>, Vec<oneshot::Sender<WriteResult>>) =
+        group.into_iter().map(|p| (p.job, p.reply)).unzip();
+    let items: usize = jobs.iter().map(|j| j.items.len()).sum();
+    match store.write_group(&jobs).await {
+        Ok(results) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .requests
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            stats.items.fetch_add(items as u64, Ordering::Relaxed);
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The client may have gone away; its events are stored either way.
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) if jobs.len() > 1 => {
+            // One bad request must not fail its neighbours: retry each alone.
+            stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, requests = jobs.len(), "group commit failed; retrying one by one");
+            for (job, reply) in jobs.into_iter().zip(replies) {
+                let n = job.items.len() as u64;
+                let one = [job];
+                let result = store
+                    .write_group(&one)
+                    .await
+                    .map(|mut r| r.pop().unwrap_or_default());
+                if result.is_ok() {
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    stats.requests.fetch_add(1, Ordering::Relaxed);
+                    stats.items.fetch_add(n, Ordering::Relaxed);
+                }
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            // A group of one request: that request gets the error.
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
