@@ -1,0 +1,779 @@
+//! Integration tests: the real `brain-emit` binary in temp dirs, real SQLite spools, real
+//! Claude Code hook payloads and transcripts, and a real `brain-server` over loopback.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "test code: a failed unwrap is a failed test; skips are announced on stderr"
+)]
+
+mod helpers;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use brain_emit::spool::{Spool, SpoolOptions, WhenFull};
+use chrono::Utc;
+use helpers::{Sandbox, Server, fixture, payloads, run_with_stdin, server_binary};
+use serde_json::{Value, json};
+use shared_proto::{AgentId, Event, Heartbeat, Payload};
+
+const HOOKS: [&[&str]; 6] = [
+    &["session.start", "--paperclip-run-id", "run_1"],
+    &[
+        "session.end",
+        "--status",
+        "success",
+        "--exit-code",
+        "0",
+        "--duration-ms",
+        "5",
+    ],
+    &["tool-start"],
+    &["tool-call"],
+    &["llm-usage"],
+    &["error", "--kind", "k", "--message", "m"],
+];
+
+fn post_tool_use() -> Value {
+    payloads("post_tool_use.json").remove(0)
+}
+
+#[test]
+fn hooks_exit_zero_and_stay_silent_on_garbage_stdin() {
+    let sb = Sandbox::new();
+    for args in HOOKS {
+        for stdin in [&b"not json at all {"[..], b"", b"[1,2,3]", b"\xff\xfe\x00"] {
+            sb.hook(args, stdin);
+        }
+    }
+    // Stdin-driven hooks recorded why they queued nothing.
+    let log = sb.hook_log();
+    assert!(log.contains("tool-call"), "log: {log}");
+    assert!(log.contains("llm-usage"), "log: {log}");
+}
+
+#[test]
+fn hooks_exit_zero_and_stay_silent_with_an_unwritable_spool() {
+    let sb = Sandbox::new();
+    // A spool whose parent "directory" is a regular file: unwritable even for root.
+    let blocker = sb.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let mut cmd_env = Sandbox::new();
+    cmd_env.spool = blocker.join("spool.db");
+    let payload = serde_json::to_vec(&post_tool_use()).unwrap();
+    for args in HOOKS {
+        let out = cmd_env.hook(args, &payload);
+        // The problem is reported on stderr (the log beside the spool is unwritable too).
+        assert!(
+            !out.stderr.is_empty(),
+            "{args:?} said nothing about the unwritable spool"
+        );
+    }
+}
+
+#[test]
+fn hooks_exit_zero_without_any_configuration() {
+    let sb = Sandbox::new();
+    sb.write_env("");
+    // Env file path that does not exist: no config at all.
+    let mut sb2 = Sandbox::new();
+    sb2.env_file = sb.dir.path().join("missing.env");
+    let payload = serde_json::to_vec(&post_tool_use()).unwrap();
+    for s in [&sb, &sb2] {
+        for args in HOOKS {
+            s.hook(args, &payload);
+        }
+    }
+    // Without an agent id the host fallback is used, and recorded.
+    let rows = sb2.rows();
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert!(r["agent_id"].as_str().unwrap().starts_with("host_"), "{r}");
+    }
+    let status = sb2.status();
+    assert_eq!(
+        status["agent_id_source"],
+        "hostname fallback (no agent id configured)"
+    );
+}
+
+#[test]
+fn hooks_exit_zero_on_bad_flags() {
+    let sb = Sandbox::new();
+    for args in [
+        &["session.end", "--status", "exploded", "--exit-code", "1"][..],
+        &["session.end"],
+        &["error"],
+        &["tool-call", "--no-such-flag"],
+        &["session.start", "--url"],
+    ] {
+        sb.hook(args, b"{}");
+    }
+    assert!(sb.hook_log().contains("command line"));
+    // Non-hook subcommands use exit 1 for usage errors.
+    assert_eq!(sb.run(&["status", "--bogus"], b"").status.code(), Some(1));
+}
+
+#[test]
+fn a_hundred_concurrent_tool_calls_all_land() {
+    let sb = Sandbox::new();
+    let payload = serde_json::to_vec(&post_tool_use()).unwrap();
+    let children: Vec<_> = (0..100)
+        .map(|_| {
+            let mut cmd = sb.command(&["tool-call"]);
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for mut child in children {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&payload).unwrap();
+        outputs.push(child.wait_with_output().unwrap());
+    }
+    for out in &outputs {
+        helpers::assert_hook_contract(&["tool-call"], out);
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rows = sb.rows();
+    assert_eq!(rows.len(), 100);
+    let ids: HashSet<_> = rows
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 100, "every live event has its own UUIDv4");
+    assert_eq!(sb.status()["depth"], 100);
+    assert_eq!(sb.hook_log(), "");
+}
+
+#[test]
+fn tool_start_and_tool_call_pair_for_duration() {
+    let sb = Sandbox::new();
+    let mut pre = payloads("pre_tool_use.json").remove(0);
+    let mut post = post_tool_use();
+    pre["tool_use_id"] = json!("toolu_pairing_test");
+    post["tool_use_id"] = json!("toolu_pairing_test");
+    sb.hook(&["tool-start"], &serde_json::to_vec(&pre).unwrap());
+    assert_eq!(sb.count("SELECT COUNT(*) FROM tool_starts"), 1);
+    std::thread::sleep(Duration::from_millis(120));
+    sb.hook(&["tool-call"], &serde_json::to_vec(&post).unwrap());
+    let rows = sb.rows();
+    assert_eq!(
+        rows.len(),
+        1,
+        "tool-start queues nothing; tool-call queues one event"
+    );
+    let p = &rows[0]["payload"];
+    let d = p["duration_ms"].as_u64().expect("paired duration");
+    assert!((120..10_000).contains(&d), "duration {d}");
+    assert_eq!(p["tool_use_id"], "toolu_pairing_test");
+    assert_eq!(
+        sb.count("SELECT COUNT(*) FROM tool_starts"),
+        0,
+        "the start row is consumed"
+    );
+
+    // Payload duration wins over pairing; no start and no duration → no duration field.
+    let mut with_duration = post_tool_use();
+    with_duration["duration_ms"] = json!(42);
+    sb.hook(&["tool-call"], &serde_json::to_vec(&with_duration).unwrap());
+    let mut unpaired = post_tool_use();
+    unpaired["tool_use_id"] = json!("toolu_never_started");
+    sb.hook(&["tool-call"], &serde_json::to_vec(&unpaired).unwrap());
+    let rows = sb.rows();
+    assert_eq!(rows[1]["payload"]["duration_ms"], 42);
+    assert!(rows[2]["payload"].get("duration_ms").is_none());
+}
+
+#[test]
+fn failures_and_error_shaped_responses_are_not_ok() {
+    let sb = Sandbox::new();
+    let ok = post_tool_use();
+    // PostToolUseFailure as Claude Code sends it: no tool_response, an `error` string.
+    let mut failure = post_tool_use();
+    failure["hook_event_name"] = json!("PostToolUseFailure");
+    failure.as_object_mut().unwrap().remove("tool_response");
+    failure["error"] = json!("Command failed with exit code 1");
+    let mut error_string = post_tool_use();
+    error_string["tool_response"] =
+        json!("<tool_use_error>File has not been read yet.</tool_use_error>");
+    let mut is_error = post_tool_use();
+    is_error["tool_response"] = json!({"is_error": true, "content": "boom"});
+    for p in [&ok, &failure, &error_string, &is_error] {
+        sb.hook(&["tool-call"], &serde_json::to_vec(p).unwrap());
+    }
+    let oks: Vec<bool> = sb
+        .rows()
+        .iter()
+        .map(|r| r["payload"]["ok"].as_bool().unwrap())
+        .collect();
+    assert_eq!(oks, [true, false, false, false]);
+}
+
+#[test]
+fn mcp_tools_are_named_by_server() {
+    let sb = Sandbox::new();
+    for name in [
+        "mcp__github__create_issue",
+        "Bash",
+        "mcp__plugin_acme_db__query",
+    ] {
+        let mut p = post_tool_use();
+        p["tool_name"] = json!(name);
+        sb.hook(&["tool-call"], &serde_json::to_vec(&p).unwrap());
+    }
+    let rows = sb.rows();
+    let got: Vec<(Value, Value, Value)> = rows
+        .iter()
+        .map(|r| {
+            let p = &r["payload"];
+            (
+                p["tool_name"].clone(),
+                p["tool_source"].clone(),
+                p.get("mcp_server").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                json!("mcp__github__create_issue"),
+                json!("mcp"),
+                json!("github")
+            ),
+            (json!("Bash"), json!("builtin"), Value::Null),
+            (
+                json!("mcp__plugin_acme_db__query"),
+                json!("plugin"),
+                json!("plugin_acme_db")
+            ),
+        ]
+    );
+}
+
+/// Every string leaf of `v` (keys included) at least `min` bytes long.
+fn strings(v: &Value, min: usize, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if s.len() >= min => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, min, out)),
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k.len() >= min {
+                    out.push(k.clone());
+                }
+                strings(x, min, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn sizes_are_byte_lengths_and_no_content_leaks() {
+    let sb = Sandbox::new();
+    let all = payloads("post_tool_use.json");
+    for p in &all {
+        sb.hook(&["tool-call"], &serde_json::to_vec(p).unwrap());
+    }
+    let rows = sb.rows();
+    assert_eq!(rows.len(), all.len());
+    for (p, row) in all.iter().zip(&rows) {
+        let payload = &row["payload"];
+        assert_eq!(payload["tool_name"], p["tool_name"]);
+        assert_eq!(payload["tool_use_id"], p["tool_use_id"]);
+        assert_eq!(
+            payload["args_size_bytes"].as_u64().unwrap(),
+            serde_json::to_vec(&p["tool_input"]).unwrap().len() as u64
+        );
+        assert_eq!(
+            payload["output_size_bytes"].as_u64().unwrap(),
+            serde_json::to_vec(&p["tool_response"]).unwrap().len() as u64
+        );
+        assert_eq!(
+            row["run_id"], p["session_id"],
+            "run id falls back to the session id"
+        );
+    }
+    // Metadata only: no string of any tool_input / tool_response (file paths, contents,
+    // commands) appears anywhere in the queued envelopes.
+    let spool_text = sb.raw_rows().join("\n");
+    let mut secrets = Vec::new();
+    for p in &all {
+        strings(&p["tool_input"], 12, &mut secrets);
+        strings(&p["tool_response"], 12, &mut secrets);
+        strings(&p["cwd"], 12, &mut secrets);
+        strings(&p["transcript_path"], 12, &mut secrets);
+    }
+    assert!(secrets.len() > 100);
+    for s in &secrets {
+        assert!(
+            !spool_text.contains(s.as_str()),
+            "leaked into the spool: {s:.80}"
+        );
+    }
+    for needle in [
+        "/Users/",
+        "richardsongunde",
+        "filePath",
+        "structuredPatch",
+        "content",
+    ] {
+        assert!(!spool_text.contains(needle), "leaked: {needle}");
+    }
+}
+
+#[test]
+fn session_hooks_and_error_build_valid_events() {
+    let sb = Sandbox::new();
+    let mut sb = sb;
+    sb.extra_env
+        .push(("PAPERCLIP_RUN_ID".into(), "run_abc".into()));
+    sb.hook(
+        &[
+            "session.start",
+            "--agent-kind",
+            "employee",
+            "--source",
+            "cron",
+        ],
+        b"",
+    );
+    sb.hook(
+        &[
+            "session.end",
+            "--status",
+            "timeout",
+            "--exit-code",
+            "124",
+            "--started-at",
+            &(Utc::now().timestamp() - 3).to_string(),
+        ],
+        b"",
+    );
+    let long = "x".repeat(500);
+    sb.hook(
+        &[
+            "error",
+            "--kind",
+            "wrapper_failed",
+            "--message",
+            &long,
+            "--stack-hash",
+            "abc123",
+        ],
+        b"",
+    );
+    let rows = sb.rows();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        Event::parse(r.clone()).expect("every queued envelope is valid");
+        assert_eq!(r["agent_id"], "agent_test_1");
+        assert_eq!(r["run_id"], "run_abc");
+    }
+    assert_eq!(rows[0]["payload"]["paperclip_run_id"], "run_abc");
+    assert_eq!(rows[0]["payload"]["agent_kind"], "employee");
+    assert_eq!(rows[1]["payload"]["status"], "timeout");
+    assert_eq!(rows[1]["payload"]["exit_code"], 124);
+    let d = rows[1]["payload"]["duration_ms"].as_u64().unwrap();
+    assert!((2_000..10_000).contains(&d), "duration {d}");
+    assert_eq!(
+        rows[2]["payload"]["message_120c"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count(),
+        120
+    );
+}
+
+/// Per-model sums of the queued llm_usage events: (input, output, cache read, cache write,
+/// cost cents, turns).
+fn usage_sums(rows: &[Value]) -> BTreeMap<String, (u64, u64, u64, u64, f64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64, u64, u64, f64, u64)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r["event_type"] == "llm_usage") {
+        let p = &r["payload"];
+        let e = out
+            .entry(p["model"].as_str().unwrap().to_owned())
+            .or_default();
+        e.0 += p["input_tokens"].as_u64().unwrap();
+        e.1 += p["output_tokens"].as_u64().unwrap();
+        e.2 += p["cache_read_tokens"].as_u64().unwrap();
+        e.3 += p["cache_write_tokens"].as_u64().unwrap();
+        e.4 += p["cost_cents"].as_f64().unwrap();
+        e.5 += p["total_turns"].as_u64().unwrap();
+    }
+    out
+}
+
+fn golden(session: &str) -> BTreeMap<String, (u64, u64, u64, u64, f64)> {
+    let text =
+        std::fs::read_to_string(fixture("golden/ccusage-20.0.24-session-offline.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let s = v["session"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["period"] == session)
+        .unwrap();
+    s["modelBreakdowns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["modelName"].as_str().unwrap().to_owned(),
+                (
+                    m["inputTokens"].as_u64().unwrap(),
+                    m["outputTokens"].as_u64().unwrap(),
+                    m["cacheReadTokens"].as_u64().unwrap(),
+                    m["cacheCreationTokens"].as_u64().unwrap(),
+                    m["cost"].as_f64().unwrap() * 100.0,
+                ),
+            )
+        })
+        .collect()
+}
+
+fn assert_matches_golden(rows: &[Value], session: &str) {
+    let got = usage_sums(rows);
+    let want = golden(session);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (model, w) in &want {
+        let g = &got[model];
+        assert_eq!((g.0, g.1, g.2, g.3), (w.0, w.1, w.2, w.3), "{model} tokens");
+        assert!((g.4 - w.4).abs() < 1e-6, "{model} cost {} vs {}", g.4, w.4);
+    }
+}
+
+#[test]
+fn llm_usage_queues_per_model_events_once() {
+    let sb = Sandbox::new();
+    let session = "ae4a77f8-aedd-4bc1-888f-c94edc91af04";
+    let main = fixture(&format!("transcripts/{session}.jsonl"));
+    let mut stop = payloads("stop.json").remove(0);
+    stop["session_id"] = json!(session);
+    stop["transcript_path"] = json!(main);
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&stop).unwrap());
+    let first = sb.rows();
+    assert!(!first.is_empty(), "log: {}", sb.hook_log());
+    for r in &first {
+        assert_eq!(r["event_type"], "llm_usage");
+        assert_eq!(r["run_id"], session);
+        Event::parse(r.clone()).unwrap();
+    }
+    // Re-running the same Stop queues nothing new.
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&stop).unwrap());
+    assert_eq!(sb.rows().len(), first.len());
+
+    // Each subagent's SubagentStop, then the SessionEnd sweep: the session adds up to
+    // exactly what ccusage reports, nothing counted twice.
+    let sub_dir = fixture(&format!("transcripts/{session}/subagents"));
+    let mut subs: Vec<_> = std::fs::read_dir(&sub_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    subs.sort();
+    let template = payloads("subagent_stop.json").remove(0);
+    for sub in subs.iter().take(1) {
+        let mut p = template.clone();
+        p["session_id"] = json!(session);
+        p["transcript_path"] = json!(main);
+        p["agent_transcript_path"] = json!(sub);
+        sb.hook(&["llm-usage"], &serde_json::to_vec(&p).unwrap());
+    }
+    let mut end = payloads("session_end.json").remove(0);
+    end["session_id"] = json!(session);
+    end["transcript_path"] = json!(main);
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&end).unwrap());
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&end).unwrap());
+    let rows = sb.rows();
+    assert_matches_golden(&rows, session);
+    let ids: HashSet<_> = rows
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), rows.len());
+    assert_eq!(sb.hook_log(), "");
+}
+
+#[test]
+fn llm_usage_session_end_sweep_alone_matches_ccusage() {
+    let sb = Sandbox::new();
+    let session = "ae4a77f8-aedd-4bc1-888f-c94edc91af04";
+    let mut end = payloads("session_end.json").remove(0);
+    end["session_id"] = json!(session);
+    end["transcript_path"] = json!(fixture(&format!("transcripts/{session}.jsonl")));
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&end).unwrap());
+    assert_matches_golden(&sb.rows(), session);
+}
+
+fn heartbeat() -> Event {
+    Event::new(
+        uuid::Uuid::new_v4(),
+        Utc::now(),
+        AgentId::parse("agent_test_1").unwrap(),
+        None,
+        Payload::Heartbeat(Heartbeat {
+            host_load_1m: 0.25,
+            ..Heartbeat::default()
+        }),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_full_spool_drops_heartbeats_first_and_counts() {
+    let mut sb = Sandbox::new();
+    // Room for roughly five error events.
+    sb.hook(&["error", "--kind", "k", "--message", "sizing"], b"");
+    let one = sb.raw_rows()[0].len();
+    std::fs::remove_dir_all(sb.spool.parent().unwrap()).unwrap();
+    let max = one * 5 + one / 2;
+    sb.extra_env
+        .push(("BRAIN_SPOOL_MAX_BYTES".into(), max.to_string()));
+    {
+        let mut spool = Spool::open_with(
+            &sb.spool,
+            SpoolOptions {
+                max_bytes: max as u64,
+                when_full: WhenFull::DropOldest,
+            },
+        )
+        .unwrap();
+        spool.enqueue(&heartbeat()).unwrap();
+        spool.enqueue(&heartbeat()).unwrap();
+    }
+    for i in 0..6 {
+        sb.hook(
+            &["error", "--kind", "k", "--message", &format!("event {i}")],
+            b"",
+        );
+    }
+    let rows = sb.rows();
+    let kinds: Vec<&str> = rows
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert!(
+        !kinds.contains(&"heartbeat"),
+        "heartbeats go first: {kinds:?}"
+    );
+    let status = sb.status();
+    assert_eq!(status["dropped_heartbeats"], 2);
+    let dropped = status["dropped"].as_u64().unwrap();
+    assert_eq!(dropped as usize, 2 + 6 - rows.len());
+    assert!(status["bytes"].as_u64().unwrap() <= max as u64);
+    // The newest events are the ones kept.
+    assert_eq!(rows.last().unwrap()["payload"]["message_120c"], "event 5");
+}
+
+#[test]
+fn a_corrupt_spool_is_moved_aside_and_work_continues() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.spool.parent().unwrap()).unwrap();
+    std::fs::write(
+        &sb.spool,
+        b"this is not a SQLite database, not even close. ".repeat(200),
+    )
+    .unwrap();
+    sb.hook(
+        &["error", "--kind", "k", "--message", "after corruption"],
+        b"",
+    );
+    assert_eq!(sb.rows().len(), 1);
+    let aside: Vec<String> = std::fs::read_dir(sb.spool.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spool.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let status = sb.status();
+    assert_eq!(status["recovered_from"], aside[0].as_str());
+}
+
+#[test]
+fn status_reports_an_empty_spool() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["status"], b"");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("depth:          0 events"), "{text}");
+    let s = sb.status();
+    assert_eq!(s["depth"], 0);
+    assert_eq!(s["agent_id"], "agent_test_1");
+    assert_eq!(s["api_key_configured"], false);
+}
+
+#[test]
+fn flush_without_configuration_is_a_user_error() {
+    let sb = Sandbox::new();
+    sb.hook(&["error", "--kind", "k", "--message", "m"], b"");
+    let out = sb.run(&["flush", "--wait"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not configured"));
+    assert_eq!(sb.rows().len(), 1);
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+#[test]
+fn flush_against_a_real_server() {
+    let Some(bin) = server_binary() else { return };
+    let sb = Sandbox::new();
+    let data = sb.dir.path().join("server-data");
+    let port = helpers::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+
+    // Hooks run unconfigured (no background flusher); flush gets URL + key by flag.
+    let payload = serde_json::to_vec(&post_tool_use()).unwrap();
+    for _ in 0..3 {
+        sb.hook(&["tool-call"], &payload);
+    }
+    sb.hook(&["error", "--kind", "k", "--message", "m"], b"");
+    let queued: Vec<String> = sb
+        .rows()
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // Mint a key before the server runs (the command works on the data dir).
+    let mut server = Server::start(&bin, &data, port);
+    let key = server.mint_key("acme");
+    server.down();
+
+    // Server down: --wait fails with a reason, rows stay.
+    let started = Instant::now();
+    let out = sb.run(&["flush", "--wait", "--url", &url, "--api-key", &key], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unavailable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "--wait does not sleep on back-off"
+    );
+    assert_eq!(sb.rows().len(), 4);
+    let status = sb.status();
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach"),
+        "{status}"
+    );
+
+    // Wrong key: configuration error, rows kept.
+    server.up();
+    let bad = "m8brain_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let out = sb.run(&["flush", "--wait", "--url", &url, "--api-key", bad], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("configuration error"));
+    assert_eq!(sb.rows().len(), 4);
+    assert!(
+        sb.status()["config_error"]
+            .as_str()
+            .unwrap()
+            .contains("401")
+    );
+
+    // Server up, right key: everything delivered, spool empty, errors cleared.
+    let out = sb.run(&["flush", "--wait", "--url", &url, "--api-key", &key], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accepted 4"));
+    assert!(sb.rows().is_empty());
+    let status = sb.status();
+    assert_eq!(status["depth"], 0);
+    assert!(status["last_success_at_ms"].as_i64().is_some());
+    assert!(status["config_error"].is_null());
+    let stored = server.stored_event_ids();
+    if !stored.is_empty() {
+        for id in &queued {
+            assert!(stored.contains(id), "{id} not stored by the server");
+        }
+    }
+
+    // Another customer's key sending the same agent id: rejected (agent_forbidden) and kept
+    // in the local dead-letter table, not retried forever.
+    let other = server.mint_key("globex");
+    sb.hook(&["error", "--kind", "k", "--message", "m2"], b"");
+    let out = sb.run(
+        &["flush", "--wait", "--url", &url, "--api-key", &other],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rejected 1"));
+    assert_eq!(sb.status()["dead_letters"], 1);
+
+    // Hooks configured for delivery start a detached background flusher themselves.
+    sb.write_env(&format!(
+        "BRAIN_AGENT_ID=agent_test_1\nBRAIN_URL={url}\nBRAIN_API_KEY=\"{key}\"\n"
+    ));
+    let started = Instant::now();
+    for _ in 0..5 {
+        sb.hook(&["tool-call"], &payload);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "hooks do not wait on delivery"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || sb.rows().is_empty()),
+        "the background flusher did not drain the spool; status: {}",
+        sb.status()
+    );
+}
+
+#[test]
+fn background_flusher_leaves_rows_when_the_server_is_down() {
+    let sb = Sandbox::new();
+    let port = helpers::free_port();
+    sb.write_env(&format!(
+        "BRAIN_AGENT_ID=agent_test_1\nBRAIN_URL=http://127.0.0.1:{port}\nBRAIN_API_KEY=m8brain_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n"
+    ));
+    let payload = serde_json::to_vec(&post_tool_use()).unwrap();
+    sb.hook(&["tool-call"], &payload);
+    // The flusher fails to connect and records it; the row stays.
+    assert!(wait_until(Duration::from_secs(10), || {
+        !sb.status()["last_error"].is_null()
+    }));
+    assert_eq!(sb.rows().len(), 1);
+    let out = run_with_stdin(sb.command(&["status"]), b"");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannot reach"));
+}
