@@ -1,0 +1,312 @@
+//! Test harness: a real server on 127.0.0.1:0 over a fresh SQLite file or a fresh Postgres
+//! database, reached over real HTTP with reqwest.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use brain_server::config::{DbConfig, Limits, ServerConfig};
+use brain_server::{AppState, Store};
+use chrono::{SecondsFormat, TimeDelta, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared_proto::KeyEnv;
+use sqlx::Connection;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// `BRAIN_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and
+/// whether `BRAIN_REQUIRE_POSTGRES=1`.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "test configuration comes from the environment"
+)]
+pub(crate) fn postgres_settings() -> (String, bool) {
+    let url = std::env::var("BRAIN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let required = std::env::var("BRAIN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    (url, required)
+}
+
+/// A fresh, empty Postgres database: (its URL, base URL, name). `None` when Postgres is
+/// unreachable and not required.
+pub(crate) async fn fresh_postgres_db() -> Option<(String, String, String)> {
+    let (base, required) = postgres_settings();
+    let mut conn = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) if required => {
+            panic!("Postgres required (BRAIN_REQUIRE_POSTGRES=1) but unreachable at {base}: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: Postgres unreachable at {base} ({e}); set BRAIN_REQUIRE_POSTGRES=1 to fail instead"
+            );
+            return None;
+        }
+    };
+    let name = format!("brain_test_{}", Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let _ = conn.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("postgres URL has a path");
+    Some((format!("{prefix}/{name}"), base, name))
+}
+
+pub(crate) async fn drop_postgres_db(base: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(base).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+        let _ = conn.close().await;
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+#[derive(Debug)]
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) state: AppState,
+    pub(crate) client: reqwest::Client,
+    pub(crate) data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    pg: Option<(String, String)>,
+}
+
+/// Options of [`spawn_app_with`].
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) limits: Limits,
+    /// `None`: the server generates (or reads) `<data_dir>/admin_token`.
+    pub(crate) admin_token: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            limits: Limits::default(),
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+        }
+    }
+}
+
+pub(crate) async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, Options::default()).await
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "tests spawn the server task directly"
+)]
+pub(crate) async fn spawn_app_with(backend: Backend, opts: Options) -> Option<TestApp> {
+    let data_dir = TempDir::new().expect("temp dir");
+    let (db, pg) = match backend {
+        Backend::Sqlite => (DbConfig::embedded(data_dir.path()), None),
+        Backend::Postgres => {
+            let (url, base, name) = fresh_postgres_db().await?;
+            (
+                DbConfig {
+                    database_url: Some(url.into()),
+                    data_dir: data_dir.path().to_owned(),
+                },
+                Some((base, name)),
+            )
+        }
+    };
+    let store = brain_server::open_store(&db).await.expect("open store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = ServerConfig {
+        listen: addr.to_string(),
+        db,
+        admin_token: opts.admin_token.map(Into::into),
+        limits: opts.limits,
+    };
+    let state = brain_server::build_state(store, &config, data_dir.path()).expect("state");
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(brain_server::run(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    Some(TestApp {
+        addr,
+        state,
+        client: reqwest::Client::new(),
+        data_dir,
+        shutdown: Some(tx),
+        server: Some(server),
+        pg,
+    })
+}
+
+pub(crate) fn limits(per_sec: u32, burst: u32) -> Limits {
+    Limits {
+        rate_per_sec: NonZeroU32::new(per_sec).expect("non-zero"),
+        rate_burst: NonZeroU32::new(burst).expect("non-zero"),
+        ..Limits::default()
+    }
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.state.store()
+    }
+
+    pub(crate) fn token_file(&self) -> PathBuf {
+        self.data_dir.path().join("admin_token")
+    }
+
+    /// Mints a key for `customer_id` through the store; returns the plaintext.
+    pub(crate) async fn mint(&self, customer_id: &str) -> String {
+        let env = KeyEnv::parse("test").expect("env");
+        self.store()
+            .mint_key(
+                customer_id,
+                &format!("{customer_id} Inc"),
+                None,
+                &env,
+                "test",
+            )
+            .await
+            .expect("mint key")
+            .api_key
+            .expose()
+            .to_owned()
+    }
+
+    /// POSTs a JSON body to /v1/events with `key`.
+    pub(crate) async fn post_events(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(
+            Some(key),
+            "application/json",
+            None,
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// POSTs JSON and returns (status, body as JSON).
+    pub(crate) async fn ingest(&self, key: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self.post_events(key, body).await;
+        let status = resp.status();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    pub(crate) async fn post_raw(
+        &self,
+        key: Option<&str>,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url("/v1/events"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(enc) = encoding {
+            req = req.header("content-encoding", enc);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// GETs a dashboard path with the admin token; returns (status, JSON).
+    pub(crate) async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// Stops the server (graceful), closes the pool, drops the Postgres database.
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server result");
+        }
+        self.state.store().close().await;
+        if let Some((base, name)) = self.pg.take() {
+            drop_postgres_db(&base, &name).await;
+        }
+    }
+}
+
+/// RFC 3339 ms timestamp `ago` before now.
+pub(crate) fn ts_ago(ago: TimeDelta) -> String {
+    (Utc::now() - ago).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An envelope with a fresh id, one minute old.
+pub(crate) fn event(
+    event_type: &str,
+    agent_id: &str,
+    run_id: Option<&str>,
+    payload: Value,
+) -> Value {
+    event_at(event_type, agent_id, run_id, payload, TimeDelta::minutes(1))
+}
+
+pub(crate) fn event_at(
+    event_type: &str,
+    agent_id: &str,
+    run_id: Option<&str>,
+    payload: Value,
+    ago: TimeDelta,
+) -> Value {
+    let mut v = json!({
+        "event_id": Uuid::new_v4().to_string(),
+        "ts": ts_ago(ago),
+        "event_type": event_type,
+        "agent_id": agent_id,
+        "payload": payload,
+    });
+    if let Some(run) = run_id {
+        v["run_id"] = json!(run);
+    }
+    v
+}
+
+pub(crate) fn tool_call(agent_id: &str, tool: &str, ok: bool, duration_ms: u64) -> Value {
+    event(
+        "tool_call",
+        agent_id,
+        Some("run_1"),
+        json!({"tool_name": tool, "ok": ok, "duration_ms": duration_ms}),
+    )
+}
+
+/// Asserts the body is the error envelope with `code`.
+pub(crate) fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(body["error"]["message"].is_string(), "body: {body}");
+}

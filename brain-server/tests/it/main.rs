@@ -1,0 +1,934 @@
+//! Integration tests of brain-server: real HTTP on loopback against a real SQLite file and a
+//! real Postgres database. Every test body runs on both backends (see [`both!`]).
+
+#![expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+#![expect(
+    clippy::print_stderr,
+    reason = "tests report skips and measurements on stderr"
+)]
+
+mod binary;
+mod helpers;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use helpers::{
+    Backend, Options, assert_error, event, event_at, limits, spawn_app, spawn_app_with, tool_call,
+};
+
+/// Runs the async test body `$name(backend)` once on SQLite and once on Postgres.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+both!(
+    ingest_single_and_batch,
+    duplicates_are_acknowledged_and_change_nothing,
+    exactly_once_under_concurrent_resend,
+    request_level_errors,
+    rejected_events_are_dead_lettered_and_others_stored,
+    single_rejected_event_is_422,
+    agent_of_another_customer_is_forbidden,
+    gzip_bodies,
+    unknown_and_revoked_keys_are_refused,
+    rate_limit_answers_429_with_retry_after,
+    concurrent_single_event_requests_share_commits,
+    dashboard_reads_on_a_known_data_set,
+    dashboard_needs_the_admin_token,
+    database_down_is_503,
+    page_and_health,
+);
+
+async fn ingest_single_and_batch(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+
+    let single = tool_call("agent_a", "Bash", true, 12);
+    let (status, body) = app.ingest(&key, &single).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["results"][0]["event_id"], single["event_id"]);
+    assert_eq!(body["results"][0]["status"], "accepted");
+
+    let batch: Vec<Value> = (0..3)
+        .map(|i| tool_call("agent_b", "Read", true, i))
+        .collect();
+    let (status, body) = app.ingest(&key, &json!(batch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["accepted"].as_u64(),
+            body["duplicate"].as_u64(),
+            body["rejected"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0))
+    );
+    for (r, e) in body["results"].as_array().unwrap().iter().zip(&batch) {
+        assert_eq!(r["event_id"], e["event_id"]);
+    }
+    assert_eq!(app.store().count_events().await.unwrap(), 4);
+
+    let agent = app
+        .store()
+        .agent("agent_b")
+        .await
+        .unwrap()
+        .expect("agent upserted");
+    assert_eq!(agent.customer_id, "acme");
+    assert!(agent.first_seen_at <= agent.last_seen_at);
+    app.stop().await;
+}
+
+async fn duplicates_are_acknowledged_and_change_nothing(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let ev = tool_call("agent_a", "Bash", true, 5);
+    assert_eq!(app.ingest(&key, &ev).await.1["accepted"], 1);
+
+    let (status, body) = app.ingest(&key, &ev).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["duplicate"], 1);
+    assert_eq!(body["results"][0]["status"], "duplicate");
+
+    // The same id twice in one batch, plus the stored one: one new row only.
+    let fresh = tool_call("agent_a", "Bash", true, 6);
+    let (_, body) = app.ingest(&key, &json!([fresh, fresh, ev])).await;
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["duplicate"], 2, "{body}");
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "duplicate", "duplicate"]);
+    assert_eq!(app.store().count_events().await.unwrap(), 2);
+    app.stop().await;
+}
+
+async fn exactly_once_under_concurrent_resend(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let events: Vec<Value> = (0..40)
+        .map(|i| tool_call("agent_a", "Bash", true, i))
+        .collect();
+
+    // 8 clients resend the same 40 events at once: half as singles, half as one batch.
+    let mut tasks = Vec::new();
+    for client in 0..8 {
+        let events = events.clone();
+        let key = key.clone();
+        let url = app.url("/v1/events");
+        let http = app.client.clone();
+        tasks.push(async move {
+            let mut accepted = 0;
+            let bodies: Vec<Value> = if client % 2 == 0 {
+                events.clone()
+            } else {
+                vec![json!(events)]
+            };
+            for body in bodies {
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                let v: Value = resp.json().await.unwrap();
+                accepted += v["accepted"].as_u64().unwrap();
+                assert_eq!(v["rejected"], 0);
+            }
+            accepted
+        });
+    }
+    let accepted: u64 = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .sum();
+    assert_eq!(
+        accepted, 40,
+        "each event accepted exactly once across all resends"
+    );
+    assert_eq!(app.store().count_events().await.unwrap(), 40);
+    app.stop().await;
+}
+
+async fn request_level_errors(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let ok_body = serde_json::to_vec(&tool_call("agent_a", "Bash", true, 1)).unwrap();
+
+    let check = |resp: reqwest::Response, status: StatusCode, code: &'static str| async move {
+        assert_eq!(resp.status(), status);
+        let body: Value = resp.json().await.unwrap();
+        assert_error(&body, code);
+    };
+    check(
+        app.post_raw(Some(&key), "application/json", None, b"{not json".to_vec())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+    )
+    .await;
+    check(
+        app.post_raw(Some(&key), "application/json", None, b"42".to_vec())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "not_an_envelope",
+    )
+    .await;
+    check(
+        app.post_raw(Some(&key), "text/plain", None, ok_body.clone())
+            .await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    check(
+        app.post_raw(Some(&key), "application/json", Some("br"), ok_body.clone())
+            .await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    // Over 1 MiB: one big (but otherwise valid) JSON array of strings.
+    let big = serde_json::to_vec(&json!(["x".repeat(1024 * 1024)])).unwrap();
+    check(
+        app.post_raw(Some(&key), "application/json", None, big)
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    )
+    .await;
+    let many: Vec<Value> = (0..501)
+        .map(|i| tool_call("agent_a", "Bash", true, i))
+        .collect();
+    check(
+        app.post_events(&key, &json!(many)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_events",
+    )
+    .await;
+    check(
+        app.post_raw(None, "application/json", None, ok_body.clone())
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    check(
+        app.post_raw(Some("not-a-key"), "application/json", None, ok_body.clone())
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    // Exactly 500 is fine.
+    let max: Vec<Value> = (0..500)
+        .map(|i| tool_call("agent_a", "Bash", true, i))
+        .collect();
+    let (status, body) = app.ingest(&key, &json!(max)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["accepted"], 500);
+    assert_eq!(
+        app.store().count_events().await.unwrap(),
+        500,
+        "nothing from the refused requests was stored"
+    );
+    app.stop().await;
+}
+
+async fn rejected_events_are_dead_lettered_and_others_stored(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let good1 = tool_call("agent_a", "Bash", true, 1);
+    let good2 = event(
+        "session.start",
+        "agent_a",
+        Some("run_1"),
+        json!({"paperclip_run_id": "pc_1"}),
+    );
+    let unknown = event("telepathy", "agent_a", None, json!({}));
+    let missing = event("tool_call", "agent_a", None, json!({"ok": true}));
+    let wrong_type = event(
+        "tool_call",
+        "agent_a",
+        None,
+        json!({"tool_name": "Bash", "ok": "yes"}),
+    );
+    let negative = event(
+        "tool_call",
+        "agent_a",
+        None,
+        json!({"tool_name": "Bash", "ok": true, "duration_ms": -5}),
+    );
+    let future = event_at(
+        "tool_call",
+        "agent_a",
+        None,
+        json!({"tool_name": "Bash", "ok": true}),
+        TimeDelta::hours(-48),
+    );
+    let not_object = json!("hello");
+    let batch = json!([
+        good1, unknown, missing, wrong_type, negative, future, not_object, good2
+    ]);
+
+    let (status, body) = app.ingest(&key, &batch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 2);
+    assert_eq!(body["rejected"], 6);
+    let codes: Vec<Value> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["error"]["code"].clone())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            json!(null),
+            json!("unknown_event_type"),
+            json!("missing_field"),
+            json!("wrong_type"),
+            json!("negative_value"),
+            json!("ts_in_future"),
+            json!("not_an_envelope"),
+            json!(null)
+        ]
+    );
+    assert_eq!(body["results"][1]["event_id"], unknown["event_id"]);
+    assert_eq!(body["results"][6]["event_id"], Value::Null);
+    assert!(
+        body["results"][1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("telepathy")
+    );
+
+    assert_eq!(app.store().count_events().await.unwrap(), 2);
+    let dead = app.store().dead_letters("acme", 100).await.unwrap();
+    assert_eq!(dead.len(), 6);
+    let mut reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        [
+            "missing_field",
+            "negative_value",
+            "not_an_envelope",
+            "ts_in_future",
+            "unknown_event_type",
+            "wrong_type"
+        ]
+    );
+    let raw_unknown = dead
+        .iter()
+        .find(|d| d.reason == "unknown_event_type")
+        .unwrap();
+    let raw: Value = serde_json::from_str(&raw_unknown.raw).unwrap();
+    assert_eq!(raw, unknown, "the raw JSON is kept as sent");
+    assert_eq!(
+        raw_unknown.event_id.as_deref(),
+        unknown["event_id"].as_str()
+    );
+    app.stop().await;
+}
+
+async fn single_rejected_event_is_422(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let bad = event(
+        "llm_usage",
+        "agent_a",
+        None,
+        json!({"model": "claude", "input_tokens": 1}),
+    );
+    let (status, body) = app.ingest(&key, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["rejected"], 1);
+    assert_eq!(body["results"][0]["status"], "rejected");
+    assert_eq!(body["results"][0]["error"]["code"], "missing_field");
+    assert_eq!(app.store().dead_letters("acme", 10).await.unwrap().len(), 1);
+    // A NUL character cannot be stored on Postgres: refused alike on both backends.
+    let nul = event(
+        "error",
+        "agent_a",
+        None,
+        json!({"kind": "x", "message_120c": "a\u{0}b"}),
+    );
+    let (status, body) = app.ingest(&key, &nul).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["results"][0]["error"]["code"], "invalid_value");
+    app.stop().await;
+}
+
+async fn agent_of_another_customer_is_forbidden(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let acme = app.mint("acme").await;
+    let globex = app.mint("globex").await;
+    assert_eq!(
+        app.ingest(&acme, &tool_call("agent_x", "Bash", true, 1))
+            .await
+            .1["accepted"],
+        1
+    );
+
+    let stolen = tool_call("agent_x", "Bash", true, 2);
+    let own = tool_call("agent_g", "Bash", true, 3);
+    let (status, body) = app.ingest(&globex, &json!([stolen, own])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["results"][0]["status"], "rejected");
+    assert_eq!(body["results"][0]["error"]["code"], "agent_forbidden");
+    assert_eq!(body["results"][1]["status"], "accepted");
+    let dead = app.store().dead_letters("globex", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "agent_forbidden");
+    assert_eq!(
+        app.store()
+            .agent("agent_x")
+            .await
+            .unwrap()
+            .unwrap()
+            .customer_id,
+        "acme"
+    );
+    assert_eq!(app.store().count_events().await.unwrap(), 2);
+
+    // Two customers claiming a brand-new agent in one concurrent burst: exactly one owns it.
+    let (ea, eg) = (
+        tool_call("agent_new", "Bash", true, 1),
+        tool_call("agent_new", "Bash", true, 1),
+    );
+    let a = app.ingest(&acme, &ea);
+    let g = app.ingest(&globex, &eg);
+    let ((_, a), (_, g)) = tokio::join!(a, g);
+    let accepted = a["accepted"].as_u64().unwrap() + g["accepted"].as_u64().unwrap();
+    assert_eq!(accepted, 1, "acme: {a}, globex: {g}");
+    app.stop().await;
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+async fn gzip_bodies(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let batch: Vec<Value> = (0..50)
+        .map(|i| tool_call("agent_a", "Bash", true, i))
+        .collect();
+    let body = gzip(&serde_json::to_vec(&batch).unwrap());
+    let resp = app
+        .post_raw(Some(&key), "application/json", Some("gzip"), body)
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["accepted"], 50);
+
+    // Small on the wire, over 1 MiB once decompressed.
+    let bomb = gzip(&serde_json::to_vec(&json!([" ".repeat(2 * 1024 * 1024)])).unwrap());
+    assert!(bomb.len() < 64 * 1024);
+    let resp = app
+        .post_raw(Some(&key), "application/json", Some("gzip"), bomb)
+        .await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&resp.json().await.unwrap(), "body_too_large");
+
+    let resp = app
+        .post_raw(
+            Some(&key),
+            "application/json",
+            Some("gzip"),
+            b"not gzip".to_vec(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_error(&resp.json().await.unwrap(), "invalid_gzip");
+    app.stop().await;
+}
+
+async fn unknown_and_revoked_keys_are_refused(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let unknown = "m8brain_test_ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let resp = app
+        .post_events(unknown, &tool_call("agent_a", "Bash", true, 1))
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_error(&resp.json().await.unwrap(), "unauthorized");
+
+    // Use the key (so it is cached), revoke it, and require refusal within 5 s.
+    assert_eq!(
+        app.post_events(&key, &tool_call("agent_a", "Bash", true, 1))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let keys = app.store().list_keys(Some("acme")).await.unwrap();
+    let revoked = app
+        .store()
+        .revoke_key(&keys[0].key_id, "test")
+        .await
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let start = Instant::now();
+    loop {
+        let resp = app
+            .post_events(&key, &tool_call("agent_a", "Bash", true, 1))
+            .await;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            assert_error(&resp.json().await.unwrap(), "unauthorized");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "revoked key still accepted after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let audit = app.store().audit_log(10).await.unwrap();
+    assert_eq!(audit[0].action, "revoke");
+    assert_eq!(audit[1].action, "mint");
+    assert!(
+        !audit.iter().any(|a| a.params.to_string().contains(&key)),
+        "no plaintext in the audit log"
+    );
+    app.stop().await;
+}
+
+async fn rate_limit_answers_429_with_retry_after(backend: Backend) {
+    let opts = Options {
+        limits: limits(1, 3),
+        ..Options::default()
+    };
+    let Some(app) = spawn_app_with(backend, opts).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let other = app.mint("globex").await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for i in 0..6 {
+        let resp = app
+            .post_events(&key, &tool_call("agent_a", "Bash", true, i))
+            .await;
+        statuses.push(resp.status());
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS && limited.is_none() {
+            let retry: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(retry >= 1);
+            limited = Some(resp.json::<Value>().await.unwrap());
+        }
+    }
+    assert_eq!(&statuses[..3], [StatusCode::OK; 3]);
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_error(&limited.unwrap(), "rate_limited");
+    // The limit is per key: another key is unaffected.
+    assert_eq!(
+        app.post_events(&other, &tool_call("agent_o", "Bash", true, 1))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.stop().await;
+}
+
+async fn concurrent_single_event_requests_share_commits(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let before = app
+        .state
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let n = 128;
+    let tasks = (0..n).map(|i| {
+        let http = app.client.clone();
+        let url = app.url("/v1/events");
+        let key = key.clone();
+        async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&tool_call("agent_a", "Bash", true, i))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+    });
+    futures_util::future::join_all(tasks).await;
+    let commits = app
+        .state
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert_eq!(app.store().count_events().await.unwrap(), 128);
+    assert!(
+        commits < n,
+        "{n} concurrent requests took {commits} commits: no group commit"
+    );
+    eprintln!("{backend:?}: {n} concurrent single-event requests in {commits} commits");
+    app.stop().await;
+}
+
+async fn dashboard_reads_on_a_known_data_set(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let acme = app.mint("acme").await;
+    let globex = app.mint("globex").await;
+    app.mint("initech").await; // a customer with no events at all
+    let hour = TimeDelta::hours(1);
+    let acme_events = json!([
+        event(
+            "session.start",
+            "agent_a",
+            Some("r1"),
+            json!({"paperclip_run_id": "p1"})
+        ),
+        event(
+            "session.start",
+            "agent_b",
+            Some("r2"),
+            json!({"paperclip_run_id": "p2"})
+        ),
+        event(
+            "session.end",
+            "agent_a",
+            Some("r1"),
+            json!({"status": "success", "exit_code": 0, "duration_ms": 1000})
+        ),
+        tool_call("agent_a", "Bash", true, 100),
+        tool_call("agent_a", "Bash", false, 300),
+        tool_call("agent_b", "Read", true, 50),
+        event(
+            "tool_call",
+            "agent_b",
+            Some("r2"),
+            json!({"tool_name": "Read", "ok": true})
+        ),
+        event(
+            "error",
+            "agent_a",
+            Some("r1"),
+            json!({"kind": "hook_failed", "message_120c": "boom"})
+        ),
+        event(
+            "llm_usage",
+            "agent_a",
+            Some("r1"),
+            json!({"model": "claude-opus-4-6", "input_tokens": 10, "output_tokens": 20, "cost_cents": 1.5, "total_turns": 1})
+        ),
+        event(
+            "llm_usage",
+            "agent_b",
+            Some("r2"),
+            json!({"model": "claude-sonnet-4-5", "input_tokens": 1, "output_tokens": 2, "cost_cents": 2.25, "total_turns": 1})
+        ),
+        event_at(
+            "heartbeat",
+            "agent_a",
+            None,
+            json!({"paperclip_uptime_s": 10, "agent_runtime_count": 2, "host_load_1m": 0.5, "agent_versions": {"agent_a": "1.2.3", "agent_b": "1.2.4"}}),
+            hour
+        ),
+        // 3 days old: counted cumulatively, not in the 24 h overview.
+        event_at(
+            "session.start",
+            "agent_a",
+            Some("r0"),
+            json!({"paperclip_run_id": "p0"}),
+            TimeDelta::days(3)
+        ),
+        event_at(
+            "tool_call",
+            "agent_a",
+            Some("r0"),
+            json!({"tool_name": "Bash", "ok": true, "duration_ms": 900}),
+            TimeDelta::days(3)
+        ),
+    ]);
+    let (status, body) = app.ingest(&acme, &acme_events).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (StatusCode::OK, Some(13)),
+        "{body}"
+    );
+    let globex_events = json!([
+        event_at(
+            "session.start",
+            "agent_g",
+            Some("g1"),
+            json!({"paperclip_run_id": "g1"}),
+            TimeDelta::days(3)
+        ),
+        event_at(
+            "llm_usage",
+            "agent_g",
+            Some("g1"),
+            json!({"model": "m", "input_tokens": 1, "output_tokens": 1, "cost_cents": 10, "total_turns": 1}),
+            TimeDelta::days(3)
+        ),
+    ]);
+    assert_eq!(app.ingest(&globex, &globex_events).await.1["accepted"], 2);
+    // One dead letter.
+    app.ingest(&acme, &json!([event("nope", "agent_a", None, json!({}))]))
+        .await;
+
+    let (status, ov) = app.admin_get("/v1/dashboard/overview").await;
+    assert_eq!(status, StatusCode::OK, "{ov}");
+    assert_eq!(ov["window"], "24h");
+    let c = &ov["customers"];
+    assert_eq!(c.as_array().unwrap().len(), 3);
+    assert_eq!(c[0]["customer_id"], "acme");
+    assert_eq!(c[0]["sessions"], 2);
+    assert_eq!(c[0]["errors"], 2, "one error event + one failed tool call");
+    assert_eq!(c[0]["cost_cents"], 3.75);
+    assert_eq!(c[0]["agents"], 2);
+    assert_eq!(c[0]["events"], 11);
+    assert!(c[0]["last_seen"].is_string());
+    assert_eq!(c[1]["customer_id"], "globex");
+    assert_eq!(c[1]["sessions"], 0);
+    assert_eq!(c[1]["cost_cents"], 0.0);
+    assert_eq!(c[2]["customer_id"], "initech");
+    assert_eq!(c[2]["last_seen"], Value::Null);
+
+    let (_, ov7) = app.admin_get("/v1/dashboard/overview?window=7d").await;
+    assert_eq!(ov7["customers"][0]["sessions"], 3);
+    assert_eq!(ov7["customers"][1]["cost_cents"], 10.0);
+
+    let (status, cu) = app.admin_get("/v1/dashboard/customers").await;
+    assert_eq!(status, StatusCode::OK);
+    let c = &cu["customers"];
+    assert_eq!(c[0]["events"], 13);
+    assert_eq!(c[0]["sessions"], 3);
+    assert_eq!(c[0]["tool_calls"], 5);
+    assert_eq!(c[0]["errors"], 2);
+    assert_eq!(c[0]["cost_cents"], 3.75);
+    assert_eq!(c[0]["agents"], 2);
+    assert_eq!(c[0]["engagement"], "active");
+    assert_eq!(c[1]["engagement"], "idle");
+    assert_eq!(c[1]["cost_cents"], 10.0);
+    assert_eq!(c[2]["engagement"], "never");
+    assert_eq!(c[2]["events"], 0);
+
+    let (status, ag) = app.admin_get("/v1/dashboard/agents?customer_id=acme").await;
+    assert_eq!(status, StatusCode::OK);
+    let a = &ag["agents"];
+    assert_eq!(a.as_array().unwrap().len(), 2);
+    assert_eq!(a[0]["agent_id"], "agent_a");
+    assert_eq!(a[0]["agent_version"], "1.2.3");
+    assert_eq!(a[0]["sessions"], 2);
+    assert_eq!(a[0]["tool_calls"], 3);
+    assert_eq!(a[0]["errors"], 2);
+    assert_eq!(a[0]["cost_cents"], 1.5);
+    assert_eq!(a[1]["agent_id"], "agent_b");
+    assert_eq!(a[1]["agent_version"], "1.2.4");
+    assert_eq!(a[1]["cost_cents"], 2.25);
+
+    let (status, tl) = app
+        .admin_get("/v1/dashboard/tools?window=24h&customer_id=acme")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tl}");
+    let t = &tl["tools"];
+    assert_eq!(t.as_array().unwrap().len(), 2);
+    assert_eq!(t[0]["tool_name"], "Bash");
+    assert_eq!(t[0]["calls"], 2);
+    assert_eq!(t[0]["errors"], 1);
+    assert_eq!(t[0]["error_rate"], 0.5);
+    assert_eq!(t[0]["avg_duration_ms"], 200.0);
+    assert_eq!(t[0]["p95_duration_ms"], 300);
+    assert_eq!(t[1]["tool_name"], "Read");
+    assert_eq!(t[1]["calls"], 2);
+    assert_eq!(
+        t[1]["avg_duration_ms"], 50.0,
+        "calls without a duration are not averaged"
+    );
+    let (_, tl30) = app.admin_get("/v1/dashboard/tools?window=30d").await;
+    assert_eq!(tl30["tools"][0]["calls"], 3);
+    assert_eq!(tl30["tools"][0]["p95_duration_ms"], 900);
+
+    let (status, bad) = app.admin_get("/v1/dashboard/tools?window=2d").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&bad, "invalid_query");
+
+    let (status, h) = app.admin_get("/v1/dashboard/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h["events_total"], 15);
+    assert_eq!(h["events_last_hour"], 15);
+    assert_eq!(h["dead_letters"]["total"], 1);
+    assert_eq!(h["dead_letters"]["last_24h"], 1);
+    let lag = h["most_late_event"]["lag_ms"].as_i64().unwrap();
+    assert!(
+        lag >= 3 * 24 * 3600 * 1000,
+        "the 3-day-old events are the latest arrivals: {h}"
+    );
+    assert!(h["ingest_lag_ms"]["max"].as_i64().unwrap() >= lag);
+    app.stop().await;
+}
+
+async fn dashboard_needs_the_admin_token(backend: Backend) {
+    let opts = Options {
+        admin_token: None,
+        ..Options::default()
+    };
+    let Some(app) = spawn_app_with(backend, opts).await else {
+        return;
+    };
+    // Generated into the data directory, mode 0600.
+    let file = app.token_file();
+    let meta = std::fs::metadata(&file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64);
+
+    let url = app.url("/v1/dashboard/overview");
+    let resp = app.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_error(&resp.json().await.unwrap(), "unauthorized");
+    let resp = app
+        .client
+        .get(&url)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = app
+        .client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // A customer key is not an admin token.
+    let key = app.mint("acme").await;
+    let resp = app.client.get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+async fn database_down_is_503(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    // Authenticate once so the key is cached, then take the database away.
+    assert_eq!(
+        app.post_events(&key, &tool_call("agent_a", "Bash", true, 1))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    app.store().close().await;
+    let resp = app
+        .post_events(&key, &tool_call("agent_a", "Bash", true, 2))
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_error(&body, "database_unavailable");
+    assert!(
+        !body.to_string().contains("pool"),
+        "no internal error text in a 5xx: {body}"
+    );
+    let resp = app.client.get(app.url("/v1/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.json::<Value>().await.unwrap()["ok"], false);
+    app.stop().await;
+}
+
+async fn page_and_health(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let resp = app.client.get(app.url("/v1/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h: Value = resp.json().await.unwrap();
+    assert_eq!(h["ok"], true);
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h["ts"].as_str().unwrap().ends_with('Z'));
+
+    let resp = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("app.js") && html.contains("brain"), "{html}");
+    for asset in ["/app.js", "/style.css"] {
+        let resp = app.client.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(!resp.text().await.unwrap().is_empty());
+    }
+    let resp = app.client.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_error(&resp.json().await.unwrap(), "not_found");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("brain_ingest_commits_total"));
+    app.stop().await;
+}
