@@ -66,6 +66,9 @@ pub struct Limits {
     pub queue_requests: usize,
     /// Most events one group commit takes from the queue (default 2000).
     pub group_events: usize,
+    /// Concurrent writer tasks on Postgres (default 4; SQLite always uses 1). Each commits
+    /// its own groups, so one group commits while the next is collected.
+    pub pg_writers: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +78,7 @@ impl Default for Limits {
             rate_burst: NonZeroU32::new(400).unwrap_or(NonZeroU32::MIN),
             queue_requests: 4096,
             group_events: 2000,
+            pg_writers: 4,
         }
     }
 }

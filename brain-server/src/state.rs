@@ -13,7 +13,7 @@ use shared_proto::KeyHash;
 use subtle::ConstantTimeEq;
 
 use crate::config::Limits;
-use crate::db::{AuthKey, DbError, Store, WriteJob};
+use crate::db::{AuthKey, Backend, DbError, Store, WriteJob};
 use crate::writer::{SubmitError, WriteResult, Writer, WriterStats};
 
 /// How long a successful key lookup is reused. Revocation must bite within 5 s (SPEC §3);
@@ -43,7 +43,16 @@ struct Inner {
 impl AppState {
     /// Builds the state and starts the ingest writer (needs a Tokio runtime).
     pub fn new(store: Store, admin_token: &SecretString, limits: Limits) -> Self {
-        let writer = Writer::start(store.clone(), limits.queue_requests, limits.group_events);
+        let writers = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => limits.pg_writers,
+        };
+        let writer = Writer::start(
+            store.clone(),
+            writers,
+            limits.queue_requests,
+            limits.group_events,
+        );
         let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.rate_burst);
         AppState(Arc::new(Inner {
             store,

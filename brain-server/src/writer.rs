@@ -1,7 +1,7 @@
-//! The ingest writer: one task owns every ingest write and commits in groups.
+//! The ingest writer: writer tasks own every ingest write and commit in groups.
 //!
 //! Handlers validate a request, then [`Writer::submit`] its elements with a oneshot over a
-//! bounded queue. The writer takes everything queued (up to [`Limits::group_events`]
+//! bounded queue. A writer takes everything queued (up to [`Limits::group_events`]
 //! events) into ONE transaction, commits, then answers every waiting request. N concurrent
 //! one-event requests therefore cost far fewer than N commits. A full queue answers 503.
 //! On shutdown the writer finishes what is queued before it exits.
@@ -49,12 +49,12 @@ pub(crate) enum SubmitError {
     Closed,
 }
 
-/// Handle to the writer task.
+/// Handle to the writer tasks.
 #[derive(Debug)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Pending>,
     stop: watch::Sender<bool>,
-    handle: Mutex<Option<JoinHandle<()>>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
 }
 
@@ -66,20 +66,40 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+/// The queue, shared by the writers: whoever holds the lock collects the next group.
+type SharedReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>;
+
 impl Writer {
-    /// Starts the writer task over `store`.
-    pub(crate) fn start(store: Store, queue_requests: usize, group_events: usize) -> Self {
+    /// Starts `writers` writer tasks over `store` (1 for SQLite, which has one writer anyway;
+    /// a few for Postgres, so that one group commits while the next is collected).
+    pub(crate) fn start(
+        store: Store,
+        writers: usize,
+        queue_requests: usize,
+        group_events: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(queue_requests.max(1));
+        let rx: SharedReceiver = Arc::new(tokio::sync::Mutex::new(rx));
         let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(WriterStats::default());
-        let handle = task::spawn(
-            "ingest-writer",
-            run(store, rx, stop_rx, group_events.max(1), Arc::clone(&stats)),
-        );
+        let handles = (0..writers.max(1))
+            .map(|_| {
+                task::spawn(
+                    "ingest-writer",
+                    run(
+                        store.clone(),
+                        Arc::clone(&rx),
+                        stop_rx.clone(),
+                        group_events.max(1),
+                        Arc::clone(&stats),
+                    ),
+                )
+            })
+            .collect();
         Writer {
             tx,
             stop,
-            handle: Mutex::new(Some(handle)),
+            handles: Mutex::new(handles),
             stats,
         }
     }
@@ -99,7 +119,7 @@ impl Writer {
         Ok(rx)
     }
 
-    /// The writer's counters.
+    /// The writers' counters.
     pub(crate) fn stats(&self) -> &WriterStats {
         &self.stats
     }
@@ -109,42 +129,57 @@ impl Writer {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Tells the writer to finish what is queued and stop, and waits for it.
+    /// Tells the writers to finish what is queued and stop, and waits for them.
     pub(crate) async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        let handle = self.handle.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle
-            && let Err(e) = handle.await
-        {
-            tracing::error!(error = %e, "ingest writer task failed");
+        let handles = self
+            .handles
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        for handle in handles {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "ingest writer task failed");
+            }
         }
     }
 }
 
 async fn run(
     store: Store,
-    mut rx: mpsc::Receiver<Pending>,
+    rx: SharedReceiver,
     mut stop: watch::Receiver<bool>,
     group_events: usize,
     stats: Arc<WriterStats>,
 ) {
     loop {
-        let first = tokio::select! {
-            biased;
-            p = rx.recv() => p,
-            _ = stop.changed() => None,
+        let group = {
+            let mut rx = rx.lock().await;
+            let first = tokio::select! {
+                biased;
+                p = rx.recv() => p,
+                _ = stop.changed() => None,
+            };
+            match first {
+                Some(first) => take_group(first, &mut rx, group_events),
+                None => break,
+            }
         };
-        let Some(first) = first else { break };
-        let group = take_group(first, &mut rx, group_events);
         write(&store, group, &stats).await;
     }
     // Shutting down: refuse new work, finish what is queued.
-    rx.close();
-    while let Some(first) = rx.recv().await {
-        let group = take_group(first, &mut rx, group_events);
+    loop {
+        let group = {
+            let mut rx = rx.lock().await;
+            rx.close();
+            match rx.try_recv() {
+                Ok(first) => take_group(first, &mut rx, group_events),
+                Err(_) => break,
+            }
+        };
         write(&store, group, &stats).await;
     }
-    tracing::info!("ingest writer drained and stopped");
+    tracing::debug!("ingest writer drained and stopped");
 }
 
 /// `first` plus whatever is already queued, up to `group_events` elements.

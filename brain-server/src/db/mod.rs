@@ -504,8 +504,13 @@ struct AgentClaim {
 
 /// The statements one ingest transaction needs, implemented per backend over its transaction.
 trait GroupWriter {
-    /// Inserts agents not yet known (first claim wins; existing rows untouched).
-    async fn claim_agents(&mut self, claims: &[AgentClaim]) -> Result<(), sqlx::Error>;
+    /// Inserts agents not yet known (the claim's customer becomes the owner) and widens
+    /// `first_seen_at`/`last_seen_at` of those the claim's customer already owns. Returns
+    /// the owner of each claimed agent it could see (a missing one needs [`Self::agent_owners`]).
+    async fn upsert_agents(
+        &mut self,
+        claims: &[AgentClaim],
+    ) -> Result<HashMap<String, String>, sqlx::Error>;
     /// The owner of each of these agents.
     async fn agent_owners(
         &mut self,
@@ -566,13 +571,18 @@ async fn write_group_in<W: GroupWriter>(
         }
     }
     let claims: Vec<AgentClaim> = claims.into_values().collect();
+    let mut owners = HashMap::with_capacity(claims.len());
     for chunk in claims.chunks(CHUNK_ROWS) {
-        w.claim_agents(chunk).await?;
+        owners.extend(w.upsert_agents(chunk).await?);
     }
-    let agent_ids: Vec<String> = claims.iter().map(|c| c.agent_id.clone()).collect();
-    let mut owners = HashMap::new();
-    for chunk in agent_ids.chunks(CHUNK_ROWS) {
-        owners.extend(w.agent_owners(chunk).await?);
+    // Claimed concurrently by another transaction after this statement's snapshot: look again.
+    let missing: Vec<String> = claims
+        .iter()
+        .filter(|c| !owners.contains_key(&c.agent_id))
+        .map(|c| c.agent_id.clone())
+        .collect();
+    if !missing.is_empty() {
+        owners.extend(w.agent_owners(&missing).await?);
     }
 
     // 2. Classify every element: forbidden agent, duplicate within the group, or a row.
@@ -651,7 +661,6 @@ async fn write_group_in<W: GroupWriter>(
                         && !hb.agent_versions.is_empty()
                     {
                         heartbeats.push((
-                            id,
                             job.customer_id.clone(),
                             ev.ts(),
                             hb.agent_versions.clone(),
@@ -673,7 +682,27 @@ async fn write_group_in<W: GroupWriter>(
         slots.push(job_slots);
     }
 
-    // 3. Insert, in event_id order so that concurrent writers (several instances) lock the
+    // Rare: an agent named first in this group by a customer that does not own it; the
+    // owner's events of the group still widen its span.
+    let claimers: HashMap<&str, &str> = claims
+        .iter()
+        .map(|c| (c.agent_id.as_str(), c.customer_id.as_str()))
+        .collect();
+    let spans: Vec<AgentClaim> = spans
+        .into_values()
+        .filter(|s| claimers.get(s.agent_id.as_str()) != Some(&s.customer_id.as_str()))
+        .collect();
+    for chunk in spans.chunks(CHUNK_ROWS) {
+        w.touch_agents(chunk).await?;
+    }
+
+    // 3. Agent versions from heartbeats (before the events, so that agent rows are locked
+    //    before event rows in every transaction). Re-applying a resent heartbeat is a no-op.
+    for (customer_id, ts, versions) in &heartbeats {
+        w.set_agent_versions(customer_id, *ts, versions).await?;
+    }
+
+    // 4. Insert, in event_id order so that concurrent writers (several instances) lock the
     //    unique index in the same order.
     rows.sort_by_key(|r| r.event_id);
     let mut inserted = HashSet::with_capacity(rows.len());
@@ -683,17 +712,8 @@ async fn write_group_in<W: GroupWriter>(
     for chunk in dead.chunks(CHUNK_ROWS) {
         w.insert_dead_letters(chunk, now).await?;
     }
-    let spans: Vec<AgentClaim> = spans.into_values().collect();
-    for chunk in spans.chunks(CHUNK_ROWS) {
-        w.touch_agents(chunk).await?;
-    }
-    for (id, customer_id, ts, versions) in &heartbeats {
-        if inserted.contains(id) {
-            w.set_agent_versions(customer_id, *ts, versions).await?;
-        }
-    }
 
-    // 4. Results, in request order.
+    // 5. Results, in request order.
     Ok(slots
         .into_iter()
         .map(|job_slots| {

@@ -253,23 +253,26 @@ pub(super) async fn audit_log(pool: &PgPool, limit: i64) -> Result<Vec<AuditEntr
 pub(super) struct PgWriter<'a, 'c>(pub(super) &'a mut Transaction<'c, Postgres>);
 
 impl GroupWriter for PgWriter<'_, '_> {
-    async fn claim_agents(&mut self, claims: &[AgentClaim]) -> Result<(), sqlx::Error> {
+    async fn upsert_agents(
+        &mut self,
+        claims: &[AgentClaim],
+    ) -> Result<HashMap<String, String>, sqlx::Error> {
         let ids: Vec<&str> = claims.iter().map(|c| c.agent_id.as_str()).collect();
         let customers: Vec<&str> = claims.iter().map(|c| c.customer_id.as_str()).collect();
         let firsts: Vec<DateTime<Utc>> = claims.iter().map(|c| c.first).collect();
         let lasts: Vec<DateTime<Utc>> = claims.iter().map(|c| c.last).collect();
-        sqlx::query(
-            "INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
-             ON CONFLICT (agent_id) DO NOTHING",
+        // One round trip: insert or widen (own agents only), and report the owners of the
+        // agents owned by someone else as of this statement's snapshot.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "WITH s AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])                           AS s(agent_id, customer_id, first, last)),              up AS (INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at)                     SELECT agent_id, customer_id, first, last FROM s                     ON CONFLICT (agent_id) DO UPDATE SET                       first_seen_at = LEAST(agents.first_seen_at, excluded.first_seen_at),                       last_seen_at = GREATEST(agents.last_seen_at, excluded.last_seen_at)                     WHERE agents.customer_id = excluded.customer_id                     RETURNING agent_id, customer_id)              SELECT agent_id, customer_id FROM up              UNION ALL              SELECT a.agent_id, a.customer_id FROM agents a JOIN s ON a.agent_id = s.agent_id              WHERE a.customer_id <> s.customer_id",
         )
         .bind(ids)
         .bind(customers)
         .bind(firsts)
         .bind(lasts)
-        .execute(&mut **self.0)
+        .fetch_all(&mut **self.0)
         .await?;
-        Ok(())
+        Ok(rows.into_iter().collect())
     }
 
     async fn agent_owners(

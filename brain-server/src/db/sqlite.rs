@@ -253,7 +253,10 @@ pub(super) async fn audit_log(pool: &SqlitePool, limit: i64) -> Result<Vec<Audit
 pub(super) struct SqliteWriter<'a, 'c>(pub(super) &'a mut Transaction<'c, Sqlite>);
 
 impl GroupWriter for SqliteWriter<'_, '_> {
-    async fn claim_agents(&mut self, claims: &[AgentClaim]) -> Result<(), sqlx::Error> {
+    async fn upsert_agents(
+        &mut self,
+        claims: &[AgentClaim],
+    ) -> Result<HashMap<String, String>, sqlx::Error> {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at) ",
         );
@@ -263,9 +266,15 @@ impl GroupWriter for SqliteWriter<'_, '_> {
                 .push_bind(c.first.timestamp_millis())
                 .push_bind(c.last.timestamp_millis());
         });
-        qb.push(" ON CONFLICT (agent_id) DO NOTHING");
+        qb.push(
+            " ON CONFLICT (agent_id) DO UPDATE SET \
+               first_seen_at = min(first_seen_at, excluded.first_seen_at), \
+               last_seen_at = max(last_seen_at, excluded.last_seen_at) \
+             WHERE customer_id = excluded.customer_id",
+        );
         qb.build().execute(&mut **self.0).await?;
-        Ok(())
+        let ids: Vec<String> = claims.iter().map(|c| c.agent_id.clone()).collect();
+        self.agent_owners(&ids).await
     }
 
     async fn agent_owners(
