@@ -2,7 +2,14 @@
 //! recorded transcripts and hook payloads as Claude Code would drive it, the real
 //! `brain-server` binary on SQLite and on Postgres, checked against ccusage's figures.
 
-#![expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the test reads its own knobs (CARGO, BRAIN_TEST_POSTGRES_URL, BRAIN_REQUIRE_POSTGRES)"
+)]
+#![expect(
+    clippy::print_stderr,
+    reason = "a skipped Postgres test must say so loudly"
+)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
@@ -429,6 +436,9 @@ struct StoredEvent {
     payload: Value,
 }
 
+/// `(event_id, run_id, event_type, payload JSON)` as selected from `events`.
+type EventRow = (String, Option<String>, String, String);
+
 fn stored_events(backend: &Backend) -> (Vec<StoredEvent>, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -437,49 +447,48 @@ fn stored_events(backend: &Backend) -> (Vec<StoredEvent>, String) {
     rt.block_on(async {
         use sqlx::Row;
         let url = backend.database_url();
-        let (rows, dead): (Vec<(String, Option<String>, String, String)>, Vec<String>) =
-            match backend {
-                Backend::Sqlite { .. } => {
-                    let pool = sqlx::SqlitePool::connect(&url)
-                        .await
-                        .expect("open server SQLite");
-                    let rows = sqlx::query(
-                        "SELECT event_id, run_id, event_type, CAST(payload AS TEXT) FROM events",
-                    )
+        let (rows, dead): (Vec<EventRow>, Vec<String>) = match backend {
+            Backend::Sqlite { .. } => {
+                let pool = sqlx::SqlitePool::connect(&url)
+                    .await
+                    .expect("open server SQLite");
+                let rows = sqlx::query(
+                    "SELECT event_id, run_id, event_type, CAST(payload AS TEXT) FROM events",
+                )
+                .fetch_all(&pool)
+                .await
+                .expect("select events");
+                let dead = sqlx::query("SELECT CAST(raw AS TEXT) FROM dead_letters")
                     .fetch_all(&pool)
                     .await
-                    .expect("select events");
-                    let dead = sqlx::query("SELECT CAST(raw AS TEXT) FROM dead_letters")
-                        .fetch_all(&pool)
-                        .await
-                        .expect("select dead letters");
-                    (
-                        rows.iter()
-                            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                            .collect(),
-                        dead.iter().map(|r| r.get(0)).collect(),
-                    )
-                }
-                Backend::Postgres { .. } => {
-                    let pool = sqlx::PgPool::connect(&url).await.expect("connect Postgres");
-                    let rows = sqlx::query(
-                        "SELECT event_id::text, run_id, event_type, payload::text FROM events",
-                    )
+                    .expect("select dead letters");
+                (
+                    rows.iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                        .collect(),
+                    dead.iter().map(|r| r.get(0)).collect(),
+                )
+            }
+            Backend::Postgres { .. } => {
+                let pool = sqlx::PgPool::connect(&url).await.expect("connect Postgres");
+                let rows = sqlx::query(
+                    "SELECT event_id::text, run_id, event_type, payload::text FROM events",
+                )
+                .fetch_all(&pool)
+                .await
+                .expect("select events");
+                let dead = sqlx::query("SELECT raw::text FROM dead_letters")
                     .fetch_all(&pool)
                     .await
-                    .expect("select events");
-                    let dead = sqlx::query("SELECT raw::text FROM dead_letters")
-                        .fetch_all(&pool)
-                        .await
-                        .expect("select dead letters");
-                    (
-                        rows.iter()
-                            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                            .collect(),
-                        dead.iter().map(|r| r.get(0)).collect(),
-                    )
-                }
-            };
+                    .expect("select dead letters");
+                (
+                    rows.iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                        .collect(),
+                    dead.iter().map(|r| r.get(0)).collect(),
+                )
+            }
+        };
         let mut all_text = String::new();
         let events = rows
             .into_iter()
