@@ -334,11 +334,11 @@ impl Sender<'_> {
             )
             .body(body)
             .send();
-        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
         let response = match answer {
             Ok(r) => r,
             Err(e) => {
-                spool.bump_attempts(&seqs)?;
+                spool.bump_attempts(&ids)?;
                 return Err(Stop::Retryable {
                     reason: format!("cannot reach {}: {}", self.endpoint, error_chain(&e)),
                     retry_after: None,
@@ -363,11 +363,20 @@ impl Sender<'_> {
             StatusCode::OK | StatusCode::UNPROCESSABLE_ENTITY => {
                 match serde_json::from_slice::<BatchResponse>(&bytes) {
                     Ok(batch) => {
-                        apply_results(spool, rows, &batch, report)?;
+                        if apply_results(spool, rows, &batch, report)? == 0 {
+                            // Nothing settled: resending at once would loop forever.
+                            return Err(Stop::Retryable {
+                                reason: format!(
+                                    "server answered {status} without a result for any of {} events",
+                                    rows.len()
+                                ),
+                                retry_after,
+                            });
+                        }
                         Ok(())
                     }
                     Err(e) => {
-                        spool.bump_attempts(&seqs)?;
+                        spool.bump_attempts(&ids)?;
                         Err(Stop::Retryable {
                             reason: format!(
                                 "server answered {status} with an unreadable body: {e}"
@@ -382,7 +391,7 @@ impl Sender<'_> {
                     let (code, message) = serde_json::from_slice::<ErrorBody>(&bytes)
                         .map(|b| (b.error.code, b.error.message))
                         .unwrap_or_else(|_| (status.as_u16().to_string(), server_says()));
-                    spool.dead_letter(only.seq, &code, &message)?;
+                    spool.dead_letter(&only.event_id, &code, &message)?;
                     report.rejected += 1;
                     return Ok(());
                 }
@@ -391,7 +400,7 @@ impl Sender<'_> {
                 self.send(spool, right, report)
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                spool.bump_attempts(&seqs)?;
+                spool.bump_attempts(&ids)?;
                 Err(Stop::Config(format!(
                     "server refused the API key ({status}): {}",
                     server_says()
@@ -401,14 +410,14 @@ impl Sender<'_> {
                 || s == StatusCode::TOO_MANY_REQUESTS
                 || s.is_server_error() =>
             {
-                spool.bump_attempts(&seqs)?;
+                spool.bump_attempts(&ids)?;
                 Err(Stop::Retryable {
                     reason: format!("server answered {status}: {}", server_says()),
                     retry_after,
                 })
             }
             s => {
-                spool.bump_attempts(&seqs)?;
+                spool.bump_attempts(&ids)?;
                 Err(Stop::Config(format!(
                     "server answered {s} to POST {} (is BRAIN_URL right?): {}",
                     self.endpoint,
@@ -420,12 +429,13 @@ impl Sender<'_> {
 }
 
 /// Deletes delivered rows, dead-letters rejected ones; rows without a result stay queued.
+/// Returns how many rows were settled (deleted or dead-lettered).
 fn apply_results(
     spool: &mut Spool,
     rows: &[QueuedRow],
     batch: &BatchResponse,
     report: &mut FlushReport,
-) -> Result<(), SpoolError> {
+) -> Result<usize, SpoolError> {
     let positional = batch.results.len() == rows.len()
         && rows
             .iter()
@@ -448,11 +458,11 @@ fn apply_results(
         match result.map(|r| (r.status, r.error.as_ref())) {
             Some((EventStatus::Accepted, _)) => {
                 report.accepted += 1;
-                delivered.push(row.seq);
+                delivered.push(row.event_id.as_str());
             }
             Some((EventStatus::Duplicate, _)) => {
                 report.duplicate += 1;
-                delivered.push(row.seq);
+                delivered.push(row.event_id.as_str());
             }
             Some((EventStatus::Rejected, err)) => {
                 report.rejected += 1;
@@ -460,12 +470,13 @@ fn apply_results(
                     || ("rejected".to_owned(), String::new()),
                     |e| (e.code.clone(), e.message.clone()),
                 );
-                rejected.push((row.seq, code, message));
+                rejected.push((row.event_id.as_str(), code, message));
             }
-            None => retry.push(row.seq),
+            None => retry.push(row.event_id.as_str()),
         }
     }
-    spool.settle(&delivered, &rejected, &retry)
+    spool.settle(&delivered, &rejected, &retry)?;
+    Ok(delivered.len() + rejected.len())
 }
 
 /// `[` + the queued envelopes joined by `,` + `]`, gzip'd; the bodies are JSON already.
@@ -531,12 +542,10 @@ mod tests {
     fn gzip_batch_is_a_json_array() {
         let rows = vec![
             QueuedRow {
-                seq: 1,
                 event_id: "a".into(),
                 body: r#"{"x":1}"#.into(),
             },
             QueuedRow {
-                seq: 2,
                 event_id: "b".into(),
                 body: r#"{"x":2}"#.into(),
             },

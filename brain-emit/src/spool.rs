@@ -32,6 +32,22 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// How long a writer waits for another process's lock before giving up, in ms.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// WAL file size, in bytes, past which closing a spool checkpoints and truncates the WAL.
+///
+/// The first connection to open a WAL database rebuilds the WAL index by reading and
+/// checksumming every frame, and each hook process is a first connection: the WAL must stay
+/// short or every hook pays for re-reading it. It must also be emptied by a TRUNCATE
+/// checkpoint rather than left to automatic ones: a fresh process forgets which frames were
+/// already copied back (that lives in the `-shm` file, reset by the first opener), so
+/// without a truncate the WAL never restarts and grows to the automatic-checkpoint bound
+/// (about 4 MiB), costing milliseconds per hook. An enqueue appends ~3–4 pages (16 KiB), so
+/// this truncates every ~15 hooks.
+const WAL_TRUNCATE_BYTES: u64 = 256 * 1024;
+
+/// Busy timeout for the closing checkpoint, in ms: it is housekeeping and must not hold a
+/// hook up; if other processes keep the database busy, a later close does it.
+const CHECKPOINT_BUSY_MS: u64 = 20;
+
 /// Most dead letters kept locally; older ones are deleted first.
 const MAX_DEAD_LETTERS: i64 = 10_000;
 
@@ -164,7 +180,6 @@ pub struct EnqueueOutcome {
 /// One queued event, as read by the flusher.
 #[derive(Debug, Clone)]
 pub(crate) struct QueuedRow {
-    pub(crate) seq: i64,
     pub(crate) event_id: String,
     pub(crate) body: String,
 }
@@ -621,12 +636,11 @@ impl Spool {
     ) -> Result<Vec<QueuedRow>, SpoolError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT seq, event_id, body FROM queue ORDER BY seq LIMIT ?1")?;
+            .prepare_cached("SELECT event_id, body FROM queue ORDER BY seq LIMIT ?1")?;
         let rows = stmt.query_map([i64::try_from(max_rows).unwrap_or(i64::MAX)], |r| {
             Ok(QueuedRow {
-                seq: r.get(0)?,
-                event_id: r.get(1)?,
-                body: r.get(2)?,
+                event_id: r.get(0)?,
+                body: r.get(1)?,
             })
         })?;
         let mut out = Vec::new();
@@ -646,31 +660,31 @@ impl Spool {
     /// dead-letter table, counts an attempt on the rest; records the success.
     pub(crate) fn settle(
         &mut self,
-        delivered: &[i64],
-        rejected: &[(i64, String, String)],
-        retry: &[i64],
+        delivered: &[&str],
+        rejected: &[(&str, String, String)],
+        retry: &[&str],
     ) -> Result<(), SpoolError> {
         let now = now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
-            let mut del = tx.prepare_cached("DELETE FROM queue WHERE seq = ?1")?;
-            for seq in delivered {
-                del.execute([seq])?;
+            let mut del = tx.prepare_cached("DELETE FROM queue WHERE event_id = ?1")?;
+            for id in delivered {
+                del.execute([id])?;
             }
             let mut dead = tx.prepare_cached(
                 "INSERT INTO dead_letters (event_id, body, code, message, at_ms)
-                 SELECT event_id, body, ?2, ?3, ?4 FROM queue WHERE seq = ?1",
+                 SELECT event_id, body, ?2, ?3, ?4 FROM queue WHERE event_id = ?1",
             )?;
-            for (seq, code, message) in rejected {
-                dead.execute(params![seq, code, message, now])?;
-                del.execute([seq])?;
+            for (id, code, message) in rejected {
+                dead.execute(params![id, code, message, now])?;
+                del.execute([id])?;
             }
             let mut bump =
-                tx.prepare_cached("UPDATE queue SET attempts = attempts + 1 WHERE seq = ?1")?;
-            for seq in retry {
-                bump.execute([seq])?;
+                tx.prepare_cached("UPDATE queue SET attempts = attempts + 1 WHERE event_id = ?1")?;
+            for id in retry {
+                bump.execute([id])?;
             }
         }
         if !rejected.is_empty() {
@@ -696,7 +710,7 @@ impl Spool {
     /// the server refuses as too large even alone).
     pub(crate) fn dead_letter(
         &mut self,
-        seq: i64,
+        event_id: &str,
         code: &str,
         message: &str,
     ) -> Result<(), SpoolError> {
@@ -705,24 +719,24 @@ impl Spool {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO dead_letters (event_id, body, code, message, at_ms)
-             SELECT event_id, body, ?2, ?3, ?4 FROM queue WHERE seq = ?1",
-            params![seq, code, message, now_ms()],
+             SELECT event_id, body, ?2, ?3, ?4 FROM queue WHERE event_id = ?1",
+            params![event_id, code, message, now_ms()],
         )?;
-        tx.execute("DELETE FROM queue WHERE seq = ?1", [seq])?;
+        tx.execute("DELETE FROM queue WHERE event_id = ?1", [event_id])?;
         tx.commit()?;
         Ok(())
     }
 
     /// Counts a failed delivery attempt on rows.
-    pub(crate) fn bump_attempts(&mut self, seqs: &[i64]) -> Result<(), SpoolError> {
+    pub(crate) fn bump_attempts(&mut self, event_ids: &[&str]) -> Result<(), SpoolError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut bump =
-                tx.prepare_cached("UPDATE queue SET attempts = attempts + 1 WHERE seq = ?1")?;
-            for seq in seqs {
-                bump.execute([seq])?;
+                tx.prepare_cached("UPDATE queue SET attempts = attempts + 1 WHERE event_id = ?1")?;
+            for id in event_ids {
+                bump.execute([id])?;
             }
         }
         tx.commit()?;
@@ -747,6 +761,23 @@ impl Spool {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+        if big {
+            // Errors only mean someone else is busy; a later close retries.
+            let _ = self
+                .conn
+                .busy_timeout(Duration::from_millis(CHECKPOINT_BUSY_MS));
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
     }
 }
 
@@ -797,12 +828,9 @@ fn open_conn(path: &Path) -> Result<Connection, SpoolError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(wrap)?;
     // Each hook process is usually the only connection, and SQLite checkpoints and deletes
-    // the WAL when the last connection closes: an fsync per hook. Skip that; checkpoints
-    // then happen automatically once the WAL holds 1000 pages.
+    // the WAL when the last connection closes: two fsyncs per hook. Skip that; `Drop for
+    // Spool` truncates the WAL once it passes WAL_TRUNCATE_BYTES instead.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .map_err(wrap)?;
-    // Keep the WAL file from staying large after a burst (bytes).
-    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)
         .map_err(wrap)?;
     migrate(&conn).map_err(|e| match e {
         SpoolError::Query(source) => wrap(source),
@@ -851,7 +879,7 @@ fn migrate(conn: &Connection) -> Result<(), SpoolError> {
 
 const SCHEMA_V1: &str = "
 CREATE TABLE queue (
-    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq            INTEGER PRIMARY KEY,
     event_id       TEXT    NOT NULL UNIQUE,
     event_type     TEXT    NOT NULL,
     body           TEXT    NOT NULL,
@@ -859,7 +887,6 @@ CREATE TABLE queue (
     enqueued_at_ms INTEGER NOT NULL,
     attempts       INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX queue_type_seq ON queue (event_type, seq);
 CREATE TABLE counters (
     id                 INTEGER PRIMARY KEY CHECK (id = 1),
     queue_rows         INTEGER NOT NULL,
