@@ -777,3 +777,165 @@ fn background_flusher_leaves_rows_when_the_server_is_down() {
     let out = run_with_stdin(sb.command(&["status"]), b"");
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot reach"));
 }
+
+/// A minimal HTTP/1.1 upstream on loopback for answers the real server does not give on
+/// demand (413 for any batch over `max_batch` events, one 429 with `Retry-After` first).
+/// Returns the port and a handle yielding, per request, the number of events it carried.
+fn edge_case_upstream(
+    max_batch: usize,
+    first_429: bool,
+) -> (u16, std::thread::JoinHandle<Vec<usize>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(false).unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut sent_429 = !first_429;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            if first.starts_with("QUIT") {
+                break;
+            }
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let mut json = String::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_string(&mut json)
+                .unwrap();
+            let events: Vec<Value> = serde_json::from_str(&json).unwrap();
+            seen.push(events.len());
+            let (status, extra, answer) = if !sent_429 {
+                sent_429 = true;
+                (
+                    "429 Too Many Requests",
+                    "Retry-After: 1\r\n",
+                    json!({"error": {"code": "rate_limited", "message": "slow down"}}),
+                )
+            } else if events.len() > max_batch {
+                (
+                    "413 Payload Too Large",
+                    "",
+                    json!({"error": {"code": "too_large", "message": "body too large"}}),
+                )
+            } else {
+                let results: Vec<Value> = events
+                    .iter()
+                    .map(|e| json!({"event_id": e["event_id"], "status": "accepted"}))
+                    .collect();
+                (
+                    "200 OK",
+                    "",
+                    json!({"accepted": events.len(), "duplicate": 0, "rejected": 0, "results": results}),
+                )
+            };
+            let text = answer.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        seen
+    });
+    (port, handle)
+}
+
+fn stop_upstream(port: u16) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"QUIT\r\n").unwrap();
+}
+
+#[test]
+fn a_413_splits_the_batch_instead_of_wedging_the_queue() {
+    let sb = Sandbox::new();
+    for i in 0..7 {
+        sb.hook(
+            &["error", "--kind", "k", "--message", &format!("e{i}")],
+            b"",
+        );
+    }
+    let (port, upstream) = edge_case_upstream(2, false);
+    let url = format!("http://127.0.0.1:{port}");
+    let out = sb.run(
+        &[
+            "flush",
+            "--wait",
+            "--url",
+            &url,
+            "--api-key",
+            "m8brain_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ],
+        b"",
+    );
+    stop_upstream(port);
+    let seen = upstream.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sb.rows().is_empty());
+    assert_eq!(seen[0], 7, "the whole queue is tried first");
+    let delivered: usize = seen.iter().filter(|n| **n <= 2).sum();
+    assert_eq!(
+        delivered, 7,
+        "every event delivered once after splitting: {seen:?}"
+    );
+    assert_eq!(sb.status()["dead_letters"], 0);
+}
+
+#[test]
+fn a_429_is_retried_after_retry_after() {
+    let sb = Sandbox::new();
+    sb.hook(&["error", "--kind", "k", "--message", "m"], b"");
+    let (port, upstream) = edge_case_upstream(500, true);
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    // Plain `flush` backs off and retries; `--wait` would stop at the 429.
+    let out = sb.run(
+        &[
+            "flush",
+            "--url",
+            &url,
+            "--api-key",
+            "m8brain_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ],
+        b"",
+    );
+    let elapsed = started.elapsed();
+    stop_upstream(port);
+    let seen = upstream.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(seen, [1, 1]);
+    assert!(
+        elapsed >= Duration::from_millis(1000),
+        "Retry-After honoured: {elapsed:?}"
+    );
+    assert!(sb.rows().is_empty());
+}
