@@ -88,12 +88,17 @@ pub enum Command {
     Flush(FlushArgs),
     /// Describes the spool: depth, bytes, oldest event, drops, errors.
     Status(StatusArgs),
+    /// Backfills llm_usage events from past Claude Code transcripts (files or directories).
+    Import(ImportArgs),
 }
 
 impl Command {
     /// Whether this is a hook subcommand (always exits 0, never prints on stdout).
     pub fn is_hook(&self) -> bool {
-        !matches!(self, Command::Flush(_) | Command::Status(_))
+        !matches!(
+            self,
+            Command::Flush(_) | Command::Status(_) | Command::Import(_)
+        )
     }
 
     /// The subcommand's name, as typed.
@@ -107,6 +112,7 @@ impl Command {
             Command::Error(_) => "error",
             Command::Flush(_) => "flush",
             Command::Status(_) => "status",
+            Command::Import(_) => "import",
         }
     }
 }
@@ -184,6 +190,15 @@ pub struct FlushArgs {
     /// Lease token claimed for this flusher by the hook that started it.
     #[arg(long, hide = true, requires = "background")]
     pub lease_token: Option<String>,
+}
+
+/// `import` arguments.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImportArgs {
+    /// Session transcripts (`<session id>.jsonl`) or directories holding them (searched
+    /// recursively; `subagents/` files are read with their session).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 }
 
 /// `status` flags.

@@ -120,7 +120,9 @@ pub(crate) fn run(command: &Command, settings: &Settings, stdin: impl Read) -> a
             let input = read_input(stdin)?;
             llm_usage(settings, &mut spool, &input, now, claim)?
         }
-        Command::Flush(_) | Command::Status(_) => bail!("not a hook subcommand"),
+        Command::Flush(_) | Command::Status(_) | Command::Import(_) => {
+            bail!("not a hook subcommand")
+        }
     };
     if let Some(token) = token
         && let Err(e) = spawn_flusher(settings, &token)
@@ -139,7 +141,7 @@ fn read_input(mut stdin: impl Read) -> anyhow::Result<HookInput> {
     serde_json::from_slice(&buf).context("stdin is not a Claude Code hook JSON object")
 }
 
-fn event(
+pub(crate) fn event(
     settings: &Settings,
     session_id: Option<&str>,
     ts: DateTime<Utc>,
@@ -368,7 +370,7 @@ fn subagent_transcripts(dir: &Path) -> Vec<PathBuf> {
 
 /// The stable id of an `llm_usage` event: UUIDv5 of the session, the model and the
 /// cumulative totals reported so far, so a re-run produces the same id (or nothing).
-fn llm_usage_id(session_id: &str, cumulative: &ModelUsage) -> Uuid {
+pub(crate) fn llm_usage_id(session_id: &str, cumulative: &ModelUsage) -> Uuid {
     let key = format!(
         "llm_usage\n{session_id}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
         cumulative.model,
@@ -382,7 +384,7 @@ fn llm_usage_id(session_id: &str, cumulative: &ModelUsage) -> Uuid {
     Uuid::new_v5(&LLM_USAGE_NAMESPACE, key.as_bytes())
 }
 
-fn usage_payload(u: &ModelUsage) -> Payload {
+pub(crate) fn usage_payload(u: &ModelUsage) -> Payload {
     let mut extra = serde_json::Map::new();
     if !u.priced {
         // Unknown model: counted, cost 0, flagged.

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod flush;
 mod hooks;
+mod import;
 mod output;
 pub mod spool;
 pub mod usage;
@@ -92,6 +93,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
     match &cli.command {
         Command::Flush(args) => run_flush(&settings, args),
         Command::Status(args) => run_status(&settings, args),
+        Command::Import(args) => run_import(&settings, &args.paths),
         _ => ExitCode::SUCCESS,
     }
 }
@@ -186,6 +188,23 @@ fn run_flush(settings: &Settings, args: &FlushArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_USER)
+    }
+}
+
+fn run_import(settings: &Settings, paths: &[std::path::PathBuf]) -> ExitCode {
+    match import::run(settings, paths) {
+        Ok(report) => {
+            output::import_report(&report);
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_USER)
+            }
+        }
+        Err(e) => {
+            output::error(&e);
+            ExitCode::from(EXIT_USER)
+        }
     }
 }
 

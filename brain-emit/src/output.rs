@@ -205,6 +205,17 @@ pub(crate) fn flush_report(report: &FlushReport) {
     }
 }
 
+/// Prints the result of `import`.
+pub(crate) fn import_report(report: &crate::import::ImportReport) {
+    println!(
+        "imported {} sessions, queued {} llm_usage events (run `brain-emit flush` to deliver)",
+        report.sessions, report.events
+    );
+    for f in &report.failures {
+        eprintln!("brain-emit: could not import {f}");
+    }
+}
+
 /// Prints clap's message for a command line that did not parse.
 pub(crate) fn clap_error(e: &clap::Error) {
     let _ = e.print();

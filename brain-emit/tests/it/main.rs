@@ -939,3 +939,52 @@ fn a_429_is_retried_after_retry_after() {
     );
     assert!(sb.rows().is_empty());
 }
+
+#[test]
+fn import_backfills_once_and_shares_the_hook_ledger() {
+    let sb = Sandbox::new();
+    let session = "ae4a77f8-aedd-4bc1-888f-c94edc91af04";
+    let main = fixture(&format!("transcripts/{session}.jsonl"));
+    let out = sb.run(&["import", main.to_str().unwrap()], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 1 sessions"));
+    let rows = sb.rows();
+    assert_matches_golden(&rows, session);
+    // Backfilled events carry the session's time, not the import's.
+    for r in &rows {
+        let ts = chrono::DateTime::parse_from_rfc3339(r["ts"].as_str().unwrap()).unwrap();
+        assert!(ts < Utc::now() - chrono::TimeDelta::days(1), "{ts}");
+        assert_eq!(r["run_id"], session);
+    }
+    // Importing again, or the SessionEnd hook for the same session, adds nothing.
+    let out = sb.run(&["import", main.to_str().unwrap()], b"");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued 0"));
+    let mut end = payloads("session_end.json").remove(0);
+    end["session_id"] = json!(session);
+    end["transcript_path"] = json!(main);
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&end).unwrap());
+    assert_eq!(sb.rows().len(), rows.len());
+
+    // A directory is searched; a path with no transcripts is a user error.
+    let empty = sb.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_eq!(
+        sb.run(&["import", empty.to_str().unwrap()], b"")
+            .status
+            .code(),
+        Some(1)
+    );
+    let out = sb.run(&["import", fixture("transcripts").to_str().unwrap()], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 sessions"));
+}
