@@ -36,6 +36,10 @@ pub const LEASE_TTL_MS: i64 = 30_000;
 /// Most delivery attempts of a background or foreground flush before it gives up.
 const MAX_ATTEMPTS: usize = 4;
 
+/// Most times one flush re-takes the lease for events queued while it was draining; a
+/// bound so a flusher always ends even if hooks keep enqueuing.
+const MAX_ROUNDS: u32 = 100;
+
 /// Longest single back-off sleep, in ms; a longer `Retry-After` is recorded as the schedule
 /// for the next flusher instead of slept through.
 const MAX_SLEEP_MS: u64 = 60_000;
@@ -199,13 +203,18 @@ pub fn flush(
         .with_max_times(MAX_ATTEMPTS - 1)
         .build();
 
+    let mut rounds = 0;
     loop {
         match sender.drain(&mut spool, &mut report) {
             Ok(()) => {
                 spool.release_lease(&token)?;
                 // A hook that enqueued while we held the lease did not start a flusher:
                 // pick its events up unless someone else already has.
-                if spool.depth()? > 0 && spool.acquire_lease(&token, LEASE_TTL_MS)? {
+                rounds += 1;
+                if rounds < MAX_ROUNDS
+                    && spool.depth()? > 0
+                    && spool.acquire_lease(&token, LEASE_TTL_MS)?
+                {
                     continue;
                 }
                 report.outcome = FlushOutcome::Drained;
