@@ -7,6 +7,7 @@
     reason = "test code: a failed unwrap is a failed test; skips are announced on stderr"
 )]
 
+mod e2e;
 mod helpers;
 
 use std::collections::{BTreeMap, HashSet};
