@@ -261,10 +261,25 @@ impl GroupWriter for PgWriter<'_, '_> {
         let customers: Vec<&str> = claims.iter().map(|c| c.customer_id.as_str()).collect();
         let firsts: Vec<DateTime<Utc>> = claims.iter().map(|c| c.first).collect();
         let lasts: Vec<DateTime<Utc>> = claims.iter().map(|c| c.last).collect();
-        // One round trip: insert or widen (own agents only), and report the owners of the
-        // agents owned by someone else as of this statement's snapshot.
+        // One round trip: insert new agents (DO NOTHING takes no lock on existing rows),
+        // widen the span of the claimer's own agents, report every claimed agent's owner.
+        // `last_seen_at` moves only when it advances by more than a second, so concurrent
+        // writers rarely wait on the same agent row (it is exact to within 1 s).
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "WITH s AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])                           AS s(agent_id, customer_id, first, last)),              up AS (INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at)                     SELECT agent_id, customer_id, first, last FROM s                     ON CONFLICT (agent_id) DO UPDATE SET                       first_seen_at = LEAST(agents.first_seen_at, excluded.first_seen_at),                       last_seen_at = GREATEST(agents.last_seen_at, excluded.last_seen_at)                     WHERE agents.customer_id = excluded.customer_id                     RETURNING agent_id, customer_id)              SELECT agent_id, customer_id FROM up              UNION ALL              SELECT a.agent_id, a.customer_id FROM agents a JOIN s ON a.agent_id = s.agent_id              WHERE a.customer_id <> s.customer_id",
+            "WITH s AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
+                          AS s(agent_id, customer_id, first, last)), \
+             ins AS (INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at) \
+                     SELECT agent_id, customer_id, first, last FROM s \
+                     ON CONFLICT (agent_id) DO NOTHING \
+                     RETURNING agent_id, customer_id), \
+             upd AS (UPDATE agents a SET \
+                       first_seen_at = LEAST(a.first_seen_at, s.first), \
+                       last_seen_at = GREATEST(a.last_seen_at, s.last) \
+                     FROM s WHERE a.agent_id = s.agent_id AND a.customer_id = s.customer_id \
+                       AND (s.first < a.first_seen_at OR s.last > a.last_seen_at + interval '1 second')) \
+             SELECT agent_id, customer_id FROM ins \
+             UNION ALL \
+             SELECT a.agent_id, a.customer_id FROM agents a JOIN s ON a.agent_id = s.agent_id",
         )
         .bind(ids)
         .bind(customers)

@@ -57,7 +57,12 @@ pub(crate) async fn post_events(
         });
     }
 
-    let items: Vec<Item> = elements.into_iter().map(validate).collect();
+    let mut reparsed = None;
+    let items: Vec<Item> = elements
+        .into_iter()
+        .enumerate()
+        .map(|(i, el)| validate(el, || original_element(&bytes, i, &mut reparsed)))
+        .collect();
     let job = WriteJob {
         customer_id: key.customer_id,
         items,
@@ -83,30 +88,40 @@ pub(crate) async fn post_events(
     Ok((status, Json(response)).into_response())
 }
 
-/// Validates one element; a rejection keeps the raw JSON, the code and the message.
-fn validate(element: Value) -> Item {
-    let raw = element.to_string();
-    let event_id = element
-        .get("event_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+/// Validates one element. A rejection keeps the element's raw JSON and `event_id`, which
+/// `original` gives back (the element itself is consumed by parsing; rejections are rare, so
+/// the common path never copies or re-serializes an element).
+fn validate(element: Value, original: impl FnOnce() -> Value) -> Item {
     // Postgres cannot store U+0000 in JSONB or TEXT: refuse it on both backends alike.
     let nul = has_nul(&element);
-    match Event::parse(element) {
-        Ok(_) if nul => Item::Rejected {
-            event_id,
-            raw,
-            code: "invalid_value".to_owned(),
-            message: "the event contains a NUL (U+0000) character".to_owned(),
-        },
-        Ok(event) => Item::Valid(event),
-        Err(e) => Item::Rejected {
-            event_id,
-            raw,
-            code: e.code().to_owned(),
-            message: e.to_string(),
-        },
+    let (code, message) = match Event::parse(element) {
+        Ok(event) if !nul => return Item::Valid(event),
+        Ok(_) => (
+            "invalid_value".to_owned(),
+            "the event contains a NUL (U+0000) character".to_owned(),
+        ),
+        Err(e) => (e.code().to_owned(), e.to_string()),
+    };
+    let original = original();
+    Item::Rejected {
+        event_id: original
+            .get("event_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        raw: original.to_string(),
+        code,
+        message,
     }
+}
+
+/// Element `i` of the body as received, parsing the body again on first use.
+fn original_element(bytes: &[u8], i: usize, cache: &mut Option<Vec<Value>>) -> Value {
+    let elements = cache.get_or_insert_with(|| match serde_json::from_slice(bytes) {
+        Ok(Value::Array(items)) => items,
+        Ok(other) => vec![other],
+        Err(_) => Vec::new(),
+    });
+    elements.get(i).cloned().unwrap_or(Value::Null)
 }
 
 /// Whether any string (or object key) in `v` contains U+0000.
