@@ -220,6 +220,11 @@ async fn start_server(db: DbConfig, clients: usize) -> Server {
         limits: Limits {
             rate_per_sec: big,
             rate_burst: big,
+            pg_writers: usize::try_from(setting(
+                "BENCH_PG_WRITERS",
+                Limits::default().pg_writers as u64,
+            ))
+            .unwrap(),
             ..Limits::default()
         },
     };

@@ -454,7 +454,7 @@ struct NewKey {
 #[derive(Debug)]
 pub(crate) enum Item {
     /// A valid event, ready to store.
-    Valid(shared_proto::Event),
+    Valid(ValidEvent),
     /// A rejected element, to dead-letter.
     Rejected {
         event_id: Option<String>,
@@ -464,6 +464,55 @@ pub(crate) enum Item {
     },
 }
 
+/// A validated event in the form the database stores it, prepared by the request handler so
+/// that the writer (the serial part) only moves data.
+#[derive(Debug)]
+pub(crate) struct ValidEvent {
+    event_id: Uuid,
+    ts: DateTime<Utc>,
+    agent_id: String,
+    run_id: Option<String>,
+    event_type: &'static str,
+    /// The validated payload, serialized.
+    payload: String,
+    /// A heartbeat's `agent_versions`; empty for other types.
+    agent_versions: BTreeMap<String, String>,
+}
+
+impl From<shared_proto::Event> for ValidEvent {
+    fn from(ev: shared_proto::Event) -> Self {
+        ValidEvent {
+            event_id: ev.event_id(),
+            ts: ev.ts(),
+            agent_id: ev.agent_id().as_str().to_owned(),
+            run_id: ev.run_id().map(|r| r.as_str().to_owned()),
+            event_type: ev.event_type().as_str(),
+            payload: ev.payload_value().to_string(),
+            agent_versions: match ev.payload() {
+                Payload::Heartbeat(hb) => hb.agent_versions.clone(),
+                _ => BTreeMap::new(),
+            },
+        }
+    }
+}
+
+impl ValidEvent {
+    /// The envelope in wire form (for a dead letter).
+    fn to_raw(&self) -> String {
+        let mut v = serde_json::json!({
+            "event_id": self.event_id.to_string(),
+            "ts": self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "event_type": self.event_type,
+            "agent_id": self.agent_id,
+            "payload": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
+        });
+        if let Some(run_id) = &self.run_id {
+            v["run_id"] = Value::String(run_id.clone());
+        }
+        v.to_string()
+    }
+}
+
 /// One ingest request's elements, for the writer.
 #[derive(Debug)]
 pub(crate) struct WriteJob {
@@ -471,16 +520,16 @@ pub(crate) struct WriteJob {
     pub(crate) items: Vec<Item>,
 }
 
-/// An event row to insert.
+/// An event row to insert (borrowing from the request).
 #[derive(Debug)]
-struct EventRow {
+struct EventRow<'a> {
     event_id: Uuid,
     ts: DateTime<Utc>,
-    customer_id: String,
-    agent_id: String,
-    run_id: Option<String>,
+    customer_id: &'a str,
+    agent_id: &'a str,
+    run_id: Option<&'a str>,
     event_type: &'static str,
-    payload: String,
+    payload: &'a str,
 }
 
 /// A dead letter to insert.
@@ -521,7 +570,7 @@ trait GroupWriter {
     /// Inserts events, skipping stored `event_id`s; returns the ids actually inserted.
     async fn insert_events(
         &mut self,
-        rows: &[EventRow],
+        rows: &[EventRow<'_>],
         now: DateTime<Utc>,
     ) -> Result<HashSet<Uuid>, sqlx::Error>;
     /// Inserts dead letters.
@@ -556,16 +605,16 @@ async fn write_group_in<W: GroupWriter>(
         for item in &job.items {
             if let Item::Valid(ev) = item {
                 let claim = claims
-                    .entry(ev.agent_id().as_str())
+                    .entry(ev.agent_id.as_str())
                     .or_insert_with(|| AgentClaim {
-                        agent_id: ev.agent_id().as_str().to_owned(),
+                        agent_id: ev.agent_id.clone(),
                         customer_id: job.customer_id.clone(),
-                        first: ev.ts(),
-                        last: ev.ts(),
+                        first: ev.ts,
+                        last: ev.ts,
                     });
                 if claim.customer_id == job.customer_id {
-                    claim.first = claim.first.min(ev.ts());
-                    claim.last = claim.last.max(ev.ts());
+                    claim.first = claim.first.min(ev.ts);
+                    claim.last = claim.last.max(ev.ts);
                 }
             }
         }
@@ -624,15 +673,15 @@ async fn write_group_in<W: GroupWriter>(
                     ));
                 }
                 Item::Valid(ev) => {
-                    let id = ev.event_id();
-                    let agent = ev.agent_id().as_str();
+                    let id = ev.event_id;
+                    let agent = ev.agent_id.as_str();
                     let owner = owners.get(agent).map(String::as_str);
                     if owner != Some(job.customer_id.as_str()) {
                         let message = format!("agent_id `{agent}` belongs to another customer");
                         dead.push(NewDeadLetter {
                             customer_id: job.customer_id.clone(),
                             event_id: Some(id.to_string()),
-                            raw: ev.to_value().to_string(),
+                            raw: ev.to_raw(),
                             reason: "agent_forbidden".to_owned(),
                             message: message.clone(),
                         });
@@ -652,28 +701,22 @@ async fn write_group_in<W: GroupWriter>(
                     let span = spans.entry(agent.to_owned()).or_insert_with(|| AgentClaim {
                         agent_id: agent.to_owned(),
                         customer_id: job.customer_id.clone(),
-                        first: ev.ts(),
-                        last: ev.ts(),
+                        first: ev.ts,
+                        last: ev.ts,
                     });
-                    span.first = span.first.min(ev.ts());
-                    span.last = span.last.max(ev.ts());
-                    if let Payload::Heartbeat(hb) = ev.payload()
-                        && !hb.agent_versions.is_empty()
-                    {
-                        heartbeats.push((
-                            job.customer_id.clone(),
-                            ev.ts(),
-                            hb.agent_versions.clone(),
-                        ));
+                    span.first = span.first.min(ev.ts);
+                    span.last = span.last.max(ev.ts);
+                    if !ev.agent_versions.is_empty() {
+                        heartbeats.push((job.customer_id.as_str(), ev.ts, &ev.agent_versions));
                     }
                     rows.push(EventRow {
                         event_id: id,
-                        ts: ev.ts(),
-                        customer_id: job.customer_id.clone(),
-                        agent_id: agent.to_owned(),
-                        run_id: ev.run_id().map(|r| r.as_str().to_owned()),
-                        event_type: ev.event_type().as_str(),
-                        payload: ev.payload_value().to_string(),
+                        ts: ev.ts,
+                        customer_id: &job.customer_id,
+                        agent_id: agent,
+                        run_id: ev.run_id.as_deref(),
+                        event_type: ev.event_type,
+                        payload: &ev.payload,
                     });
                     job_slots.push(Slot::Insert(id));
                 }

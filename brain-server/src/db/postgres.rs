@@ -322,16 +322,16 @@ impl GroupWriter for PgWriter<'_, '_> {
 
     async fn insert_events(
         &mut self,
-        rows: &[EventRow],
+        rows: &[EventRow<'_>],
         now: DateTime<Utc>,
     ) -> Result<HashSet<Uuid>, sqlx::Error> {
         let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
         let ts: Vec<DateTime<Utc>> = rows.iter().map(|r| r.ts).collect();
-        let customers: Vec<&str> = rows.iter().map(|r| r.customer_id.as_str()).collect();
-        let agents: Vec<&str> = rows.iter().map(|r| r.agent_id.as_str()).collect();
-        let runs: Vec<Option<&str>> = rows.iter().map(|r| r.run_id.as_deref()).collect();
+        let customers: Vec<&str> = rows.iter().map(|r| r.customer_id).collect();
+        let agents: Vec<&str> = rows.iter().map(|r| r.agent_id).collect();
+        let runs: Vec<Option<&str>> = rows.iter().map(|r| r.run_id).collect();
         let types: Vec<&str> = rows.iter().map(|r| r.event_type).collect();
-        let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
+        let payloads: Vec<&str> = rows.iter().map(|r| r.payload).collect();
         let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) \
              SELECT e.id, e.ts, $3, e.customer_id, e.agent_id, e.run_id, e.event_type, e.payload::jsonb \

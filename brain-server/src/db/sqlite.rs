@@ -312,7 +312,7 @@ impl GroupWriter for SqliteWriter<'_, '_> {
 
     async fn insert_events(
         &mut self,
-        rows: &[EventRow],
+        rows: &[EventRow<'_>],
         now: DateTime<Utc>,
     ) -> Result<HashSet<Uuid>, sqlx::Error> {
         let now = now.timestamp_millis();
@@ -323,11 +323,11 @@ impl GroupWriter for SqliteWriter<'_, '_> {
             b.push_bind(r.event_id.hyphenated().to_string())
                 .push_bind(r.ts.timestamp_millis())
                 .push_bind(now)
-                .push_bind(r.customer_id.clone())
-                .push_bind(r.agent_id.clone())
-                .push_bind(r.run_id.clone())
+                .push_bind(r.customer_id)
+                .push_bind(r.agent_id)
+                .push_bind(r.run_id)
                 .push_bind(r.event_type)
-                .push_bind(r.payload.clone());
+                .push_bind(r.payload);
         });
         qb.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
         let ids: Vec<(String,)> = qb.build_query_as().fetch_all(&mut **self.0).await?;

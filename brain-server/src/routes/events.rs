@@ -95,7 +95,7 @@ fn validate(element: Value, original: impl FnOnce() -> Value) -> Item {
     // Postgres cannot store U+0000 in JSONB or TEXT: refuse it on both backends alike.
     let nul = has_nul(&element);
     let (code, message) = match Event::parse(element) {
-        Ok(event) if !nul => return Item::Valid(event),
+        Ok(event) if !nul => return Item::Valid(event.into()),
         Ok(_) => (
             "invalid_value".to_owned(),
             "the event contains a NUL (U+0000) character".to_owned(),
