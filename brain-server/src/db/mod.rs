@@ -286,10 +286,11 @@ impl Store {
         let now = Utc::now();
         match self {
             Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let out = write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now).await?;
-                tx.commit().await?;
-                Ok(out)
+                // No explicit transaction: the common case is ONE statement (agents and
+                // events together), which commits on its own; the rare follow-ups (dead
+                // letters, heartbeat versions) are idempotent on a client's retry.
+                let mut conn = pool.acquire().await?;
+                Ok(write_group_in(&mut postgres::PgWriter(&mut conn), jobs, now).await?)
             }
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
@@ -521,7 +522,7 @@ pub(crate) struct WriteJob {
 }
 
 /// An event row to insert (borrowing from the request).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct EventRow<'a> {
     event_id: Uuid,
     ts: DateTime<Utc>,
@@ -553,26 +554,29 @@ struct AgentClaim {
 
 /// The statements one ingest transaction needs, implemented per backend over its transaction.
 trait GroupWriter {
-    /// Inserts agents not yet known (the claim's customer becomes the owner) and widens
-    /// `first_seen_at`/`last_seen_at` of those the claim's customer already owns. Returns
-    /// the owner of each claimed agent it could see (a missing one needs [`Self::agent_owners`]).
-    async fn upsert_agents(
+    /// Upserts the group's agents (a new agent is claimed by its claim's customer; the
+    /// claimer's own agents have their span widened) and inserts the `rows` whose agent the
+    /// row's customer owns, skipping stored `event_id`s. Returns the owner of each claimed
+    /// agent it could see (a missing one needs [`Self::agent_owners`]) and the inserted ids.
+    async fn upsert_agents_insert_events(
         &mut self,
         claims: &[AgentClaim],
-    ) -> Result<HashMap<String, String>, sqlx::Error>;
+        rows: &[EventRow<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(HashMap<String, String>, HashSet<Uuid>), sqlx::Error>;
     /// The owner of each of these agents.
     async fn agent_owners(
         &mut self,
         agent_ids: &[String],
     ) -> Result<HashMap<String, String>, sqlx::Error>;
-    /// Widens `first_seen_at`/`last_seen_at` of agents to include these spans.
-    async fn touch_agents(&mut self, spans: &[AgentClaim]) -> Result<(), sqlx::Error>;
     /// Inserts events, skipping stored `event_id`s; returns the ids actually inserted.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
         now: DateTime<Utc>,
     ) -> Result<HashSet<Uuid>, sqlx::Error>;
+    /// Widens `first_seen_at`/`last_seen_at` of agents to include these spans.
+    async fn touch_agents(&mut self, spans: &[AgentClaim]) -> Result<(), sqlx::Error>;
     /// Inserts dead letters.
     async fn insert_dead_letters(
         &mut self,
@@ -598,33 +602,52 @@ async fn write_group_in<W: GroupWriter>(
     jobs: &[WriteJob],
     now: DateTime<Utc>,
 ) -> Result<Vec<Vec<EventResult>>, DbError> {
-    // 1. Claim agents never seen before: the first request of the group that names one
-    //    claims it for its customer (an existing owner is never replaced).
+    // 1. Claims: the first request of the group that names an agent claims it for its
+    //    customer (an existing owner is never replaced); the span covers that customer's
+    //    events of the agent. Candidate rows: every valid event, first occurrence of an id.
     let mut claims: BTreeMap<&str, AgentClaim> = BTreeMap::new();
+    let mut seen_in_group: HashSet<Uuid> = HashSet::new();
+    let mut rows = Vec::new();
     for job in jobs {
         for item in &job.items {
-            if let Item::Valid(ev) = item {
-                let claim = claims
-                    .entry(ev.agent_id.as_str())
-                    .or_insert_with(|| AgentClaim {
-                        agent_id: ev.agent_id.clone(),
-                        customer_id: job.customer_id.clone(),
-                        first: ev.ts,
-                        last: ev.ts,
-                    });
-                if claim.customer_id == job.customer_id {
-                    claim.first = claim.first.min(ev.ts);
-                    claim.last = claim.last.max(ev.ts);
-                }
+            let Item::Valid(ev) = item else { continue };
+            let claim = claims
+                .entry(ev.agent_id.as_str())
+                .or_insert_with(|| AgentClaim {
+                    agent_id: ev.agent_id.clone(),
+                    customer_id: job.customer_id.clone(),
+                    first: ev.ts,
+                    last: ev.ts,
+                });
+            if claim.customer_id == job.customer_id {
+                claim.first = claim.first.min(ev.ts);
+                claim.last = claim.last.max(ev.ts);
+            }
+            if seen_in_group.insert(ev.event_id) {
+                rows.push(EventRow {
+                    event_id: ev.event_id,
+                    ts: ev.ts,
+                    customer_id: &job.customer_id,
+                    agent_id: &ev.agent_id,
+                    run_id: ev.run_id.as_deref(),
+                    event_type: ev.event_type,
+                    payload: &ev.payload,
+                });
             }
         }
     }
+    // Sorted by event_id, so that concurrent writers lock the unique index in one order.
+    rows.sort_by_key(|r| r.event_id);
     let claims: Vec<AgentClaim> = claims.into_values().collect();
-    let mut owners = HashMap::with_capacity(claims.len());
-    for chunk in claims.chunks(CHUNK_ROWS) {
-        owners.extend(w.upsert_agents(chunk).await?);
-    }
-    // Claimed concurrently by another transaction after this statement's snapshot: look again.
+
+    // 2. Agents and events, in one statement where the backend allows.
+    let (mut owners, mut inserted) = if rows.is_empty() {
+        (HashMap::new(), HashSet::new())
+    } else {
+        w.upsert_agents_insert_events(&claims, &rows, now).await?
+    };
+    // Claimed concurrently by another transaction after that statement's snapshot: look
+    // again, and insert the events of those agents that turn out to be their customer's.
     let missing: Vec<String> = claims
         .iter()
         .filter(|c| !owners.contains_key(&c.agent_id))
@@ -632,20 +655,27 @@ async fn write_group_in<W: GroupWriter>(
         .collect();
     if !missing.is_empty() {
         owners.extend(w.agent_owners(&missing).await?);
+        let late: Vec<EventRow<'_>> = rows
+            .iter()
+            .filter(|r| missing.iter().any(|m| m == r.agent_id))
+            .filter(|r| owners.get(r.agent_id).map(String::as_str) == Some(r.customer_id))
+            .copied()
+            .collect();
+        if !late.is_empty() {
+            inserted.extend(w.insert_events(&late, now).await?);
+        }
     }
 
-    // 2. Classify every element: forbidden agent, duplicate within the group, or a row.
-    let mut seen_in_group: HashSet<Uuid> = HashSet::new();
-    let mut rows = Vec::new();
-    let mut dead = Vec::new();
-    let mut spans: BTreeMap<String, AgentClaim> = BTreeMap::new();
-    let mut heartbeats = Vec::new();
-    // Per job, per item: the provisional outcome.
+    // 3. Classify every element, in request order.
     enum Slot {
-        Insert(Uuid),
+        Accepted(Uuid),
         Duplicate(Uuid),
         Rejected(Option<String>, ErrorDetail),
     }
+    let mut first_seen: HashSet<Uuid> = HashSet::new();
+    let mut dead = Vec::new();
+    let mut spans: BTreeMap<&str, AgentClaim> = BTreeMap::new();
+    let mut heartbeats = Vec::new();
     let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut job_slots = Vec::with_capacity(job.items.len());
@@ -664,19 +694,16 @@ async fn write_group_in<W: GroupWriter>(
                         reason: code.clone(),
                         message: message.clone(),
                     });
-                    job_slots.push(Slot::Rejected(
-                        event_id.clone(),
-                        ErrorDetail {
-                            code: code.clone(),
-                            message: message.clone(),
-                        },
-                    ));
+                    let error = ErrorDetail {
+                        code: code.clone(),
+                        message: message.clone(),
+                    };
+                    job_slots.push(Slot::Rejected(event_id.clone(), error));
                 }
                 Item::Valid(ev) => {
                     let id = ev.event_id;
                     let agent = ev.agent_id.as_str();
-                    let owner = owners.get(agent).map(String::as_str);
-                    if owner != Some(job.customer_id.as_str()) {
+                    if owners.get(agent).map(String::as_str) != Some(job.customer_id.as_str()) {
                         let message = format!("agent_id `{agent}` belongs to another customer");
                         dead.push(NewDeadLetter {
                             customer_id: job.customer_id.clone(),
@@ -685,20 +712,18 @@ async fn write_group_in<W: GroupWriter>(
                             reason: "agent_forbidden".to_owned(),
                             message: message.clone(),
                         });
-                        job_slots.push(Slot::Rejected(
-                            Some(id.to_string()),
-                            ErrorDetail {
-                                code: "agent_forbidden".to_owned(),
-                                message,
-                            },
-                        ));
+                        let error = ErrorDetail {
+                            code: "agent_forbidden".to_owned(),
+                            message,
+                        };
+                        job_slots.push(Slot::Rejected(Some(id.to_string()), error));
                         continue;
                     }
-                    if !seen_in_group.insert(id) {
+                    if !first_seen.insert(id) || !inserted.contains(&id) {
                         job_slots.push(Slot::Duplicate(id));
                         continue;
                     }
-                    let span = spans.entry(agent.to_owned()).or_insert_with(|| AgentClaim {
+                    let span = spans.entry(agent).or_insert_with(|| AgentClaim {
                         agent_id: agent.to_owned(),
                         customer_id: job.customer_id.clone(),
                         first: ev.ts,
@@ -709,24 +734,18 @@ async fn write_group_in<W: GroupWriter>(
                     if !ev.agent_versions.is_empty() {
                         heartbeats.push((job.customer_id.as_str(), ev.ts, &ev.agent_versions));
                     }
-                    rows.push(EventRow {
-                        event_id: id,
-                        ts: ev.ts,
-                        customer_id: &job.customer_id,
-                        agent_id: agent,
-                        run_id: ev.run_id.as_deref(),
-                        event_type: ev.event_type,
-                        payload: &ev.payload,
-                    });
-                    job_slots.push(Slot::Insert(id));
+                    job_slots.push(Slot::Accepted(id));
                 }
             }
         }
         slots.push(job_slots);
     }
 
-    // Rare: an agent named first in this group by a customer that does not own it; the
-    // owner's events of the group still widen its span.
+    // 4. Rare follow-ups: dead letters; an agent named first in this group by a customer
+    //    that does not own it (the owner's events still widen its span); heartbeat versions.
+    if !dead.is_empty() {
+        w.insert_dead_letters(&dead, now).await?;
+    }
     let claimers: HashMap<&str, &str> = claims
         .iter()
         .map(|c| (c.agent_id.as_str(), c.customer_id.as_str()))
@@ -735,25 +754,11 @@ async fn write_group_in<W: GroupWriter>(
         .into_values()
         .filter(|s| claimers.get(s.agent_id.as_str()) != Some(&s.customer_id.as_str()))
         .collect();
-    for chunk in spans.chunks(CHUNK_ROWS) {
-        w.touch_agents(chunk).await?;
+    if !spans.is_empty() {
+        w.touch_agents(&spans).await?;
     }
-
-    // 3. Agent versions from heartbeats (before the events, so that agent rows are locked
-    //    before event rows in every transaction). Re-applying a resent heartbeat is a no-op.
-    for (customer_id, ts, versions) in &heartbeats {
-        w.set_agent_versions(customer_id, *ts, versions).await?;
-    }
-
-    // 4. Insert, in event_id order so that concurrent writers (several instances) lock the
-    //    unique index in the same order.
-    rows.sort_by_key(|r| r.event_id);
-    let mut inserted = HashSet::with_capacity(rows.len());
-    for chunk in rows.chunks(CHUNK_ROWS) {
-        inserted.extend(w.insert_events(chunk, now).await?);
-    }
-    for chunk in dead.chunks(CHUNK_ROWS) {
-        w.insert_dead_letters(chunk, now).await?;
+    for (customer_id, ts, versions) in heartbeats {
+        w.set_agent_versions(customer_id, ts, versions).await?;
     }
 
     // 5. Results, in request order.
@@ -763,12 +768,12 @@ async fn write_group_in<W: GroupWriter>(
             job_slots
                 .into_iter()
                 .map(|slot| match slot {
-                    Slot::Insert(id) if inserted.contains(&id) => EventResult {
+                    Slot::Accepted(id) => EventResult {
                         event_id: Some(id.to_string()),
                         status: EventStatus::Accepted,
                         error: None,
                     },
-                    Slot::Insert(id) | Slot::Duplicate(id) => EventResult {
+                    Slot::Duplicate(id) => EventResult {
                         event_id: Some(id.to_string()),
                         status: EventStatus::Duplicate,
                         error: None,

@@ -8,8 +8,9 @@ use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use super::{
-    AgentClaim, AgentRow, AgentSummary, AuditEntry, AuthKey, CustomerRow, DbError, DeadLetter,
-    EventRow, GroupWriter, HealthRow, KeyInfo, NewDeadLetter, NewKey, OverviewRow, ToolCallRow,
+    AgentClaim, AgentRow, AgentSummary, AuditEntry, AuthKey, CHUNK_ROWS, CustomerRow, DbError,
+    DeadLetter, EventRow, GroupWriter, HealthRow, KeyInfo, NewDeadLetter, NewKey, OverviewRow,
+    ToolCallRow,
 };
 
 pub(super) async fn ping(pool: &PgPool) -> Result<(), DbError> {
@@ -250,22 +251,32 @@ pub(super) async fn audit_log(pool: &PgPool, limit: i64) -> Result<Vec<AuditEntr
 }
 
 /// The ingest statements over one Postgres transaction.
-pub(super) struct PgWriter<'a, 'c>(pub(super) &'a mut Transaction<'c, Postgres>);
+pub(super) struct PgWriter<'a>(pub(super) &'a mut sqlx::PgConnection);
 
-impl GroupWriter for PgWriter<'_, '_> {
-    async fn upsert_agents(
+impl GroupWriter for PgWriter<'_> {
+    async fn upsert_agents_insert_events(
         &mut self,
         claims: &[AgentClaim],
-    ) -> Result<HashMap<String, String>, sqlx::Error> {
-        let ids: Vec<&str> = claims.iter().map(|c| c.agent_id.as_str()).collect();
-        let customers: Vec<&str> = claims.iter().map(|c| c.customer_id.as_str()).collect();
+        rows: &[EventRow<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(HashMap<String, String>, HashSet<Uuid>), sqlx::Error> {
+        let agent_ids: Vec<&str> = claims.iter().map(|c| c.agent_id.as_str()).collect();
+        let claimers: Vec<&str> = claims.iter().map(|c| c.customer_id.as_str()).collect();
         let firsts: Vec<DateTime<Utc>> = claims.iter().map(|c| c.first).collect();
         let lasts: Vec<DateTime<Utc>> = claims.iter().map(|c| c.last).collect();
-        // One round trip: insert new agents (DO NOTHING takes no lock on existing rows),
-        // widen the span of the claimer's own agents, report every claimed agent's owner.
-        // `last_seen_at` moves only when it advances by more than a second, so concurrent
-        // writers rarely wait on the same agent row (it is exact to within 1 s).
-        let rows: Vec<(String, String)> = sqlx::query_as(
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+        let ts: Vec<DateTime<Utc>> = rows.iter().map(|r| r.ts).collect();
+        let customers: Vec<&str> = rows.iter().map(|r| r.customer_id).collect();
+        let agents: Vec<&str> = rows.iter().map(|r| r.agent_id).collect();
+        let runs: Vec<Option<&str>> = rows.iter().map(|r| r.run_id).collect();
+        let types: Vec<&str> = rows.iter().map(|r| r.event_type).collect();
+        let payloads: Vec<&str> = rows.iter().map(|r| r.payload).collect();
+        // ONE statement (one round trip, one commit): insert new agents (DO NOTHING takes no
+        // lock on existing rows); widen the span of the claimer's own agents (only when
+        // `last_seen_at` advances by more than a second, so concurrent writers rarely wait on
+        // a hot agent row: it is exact to within 1 s); insert the events whose agent belongs
+        // to their customer; report every visible owner and every inserted id.
+        let out: Vec<(Option<String>, Option<String>, Option<Uuid>)> = sqlx::query_as(
             "WITH s AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
                           AS s(agent_id, customer_id, first, last)), \
              ins AS (INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at) \
@@ -276,18 +287,50 @@ impl GroupWriter for PgWriter<'_, '_> {
                        first_seen_at = LEAST(a.first_seen_at, s.first), \
                        last_seen_at = GREATEST(a.last_seen_at, s.last) \
                      FROM s WHERE a.agent_id = s.agent_id AND a.customer_id = s.customer_id \
-                       AND (s.first < a.first_seen_at OR s.last > a.last_seen_at + interval '1 second')) \
-             SELECT agent_id, customer_id FROM ins \
+                       AND (s.first < a.first_seen_at OR s.last > a.last_seen_at + interval '1 second')), \
+             owners AS (SELECT agent_id, customer_id FROM ins \
+                        UNION ALL \
+                        SELECT a.agent_id, a.customer_id FROM agents a JOIN s ON a.agent_id = s.agent_id), \
+             ev AS (INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) \
+                    SELECT e.id, e.ts, $5, e.customer_id, e.agent_id, e.run_id, e.event_type, e.payload::jsonb \
+                    FROM UNNEST($6::uuid[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+                      AS e(id, ts, customer_id, agent_id, run_id, event_type, payload) \
+                    WHERE EXISTS (SELECT 1 FROM owners o \
+                                  WHERE o.agent_id = e.agent_id AND o.customer_id = e.customer_id) \
+                    ORDER BY e.id \
+                    ON CONFLICT (event_id) DO NOTHING RETURNING event_id) \
+             SELECT agent_id, customer_id, NULL::uuid FROM owners \
              UNION ALL \
-             SELECT a.agent_id, a.customer_id FROM agents a JOIN s ON a.agent_id = s.agent_id",
+             SELECT NULL, NULL, event_id FROM ev",
         )
-        .bind(ids)
-        .bind(customers)
+        .bind(agent_ids)
+        .bind(claimers)
         .bind(firsts)
         .bind(lasts)
-        .fetch_all(&mut **self.0)
+        .bind(now)
+        .bind(ids)
+        .bind(ts)
+        .bind(customers)
+        .bind(agents)
+        .bind(runs)
+        .bind(types)
+        .bind(payloads)
+        .fetch_all(&mut *self.0)
         .await?;
-        Ok(rows.into_iter().collect())
+        let mut owners = HashMap::new();
+        let mut inserted = HashSet::new();
+        for row in out {
+            match row {
+                (Some(agent_id), Some(customer_id), _) => {
+                    owners.insert(agent_id, customer_id);
+                }
+                (_, _, Some(id)) => {
+                    inserted.insert(id);
+                }
+                _ => {}
+            }
+        }
+        Ok((owners, inserted))
     }
 
     async fn agent_owners(
@@ -297,7 +340,7 @@ impl GroupWriter for PgWriter<'_, '_> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT agent_id, customer_id FROM agents WHERE agent_id = ANY($1)")
                 .bind(agent_ids)
-                .fetch_all(&mut **self.0)
+                .fetch_all(&mut *self.0)
                 .await?;
         Ok(rows.into_iter().collect())
     }
@@ -315,7 +358,7 @@ impl GroupWriter for PgWriter<'_, '_> {
         .bind(ids)
         .bind(firsts)
         .bind(lasts)
-        .execute(&mut **self.0)
+        .execute(&mut *self.0)
         .await?;
         Ok(())
     }
@@ -347,7 +390,7 @@ impl GroupWriter for PgWriter<'_, '_> {
         .bind(runs)
         .bind(types)
         .bind(payloads)
-        .fetch_all(&mut **self.0)
+        .fetch_all(&mut *self.0)
         .await?;
         Ok(inserted.into_iter().collect())
     }
@@ -357,18 +400,20 @@ impl GroupWriter for PgWriter<'_, '_> {
         rows: &[NewDeadLetter],
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.customer_id.clone())
-                .push_bind(now)
-                .push_bind(r.event_id.clone())
-                .push_bind(r.raw.clone())
-                .push_bind(r.reason.clone())
-                .push_bind(r.message.clone());
-        });
-        qb.build().execute(&mut **self.0).await?;
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.customer_id.clone())
+                    .push_bind(now)
+                    .push_bind(r.event_id.clone())
+                    .push_bind(r.raw.clone())
+                    .push_bind(r.reason.clone())
+                    .push_bind(r.message.clone());
+            });
+            qb.build().execute(&mut *self.0).await?;
+        }
         Ok(())
     }
 
@@ -390,7 +435,7 @@ impl GroupWriter for PgWriter<'_, '_> {
         .bind(ts)
         .bind(ids)
         .bind(vs)
-        .execute(&mut **self.0)
+        .execute(&mut *self.0)
         .await?;
         Ok(())
     }

@@ -9,9 +9,9 @@ use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    AgentClaim, AgentRow, AgentSummary, AuditEntry, AuthKey, CustomerRow, DbError, DeadLetter,
-    EventRow, GroupWriter, HealthRow, KeyInfo, NewDeadLetter, NewKey, OverviewRow, ToolCallRow,
-    from_ms,
+    AgentClaim, AgentRow, AgentSummary, AuditEntry, AuthKey, CHUNK_ROWS, CustomerRow, DbError,
+    DeadLetter, EventRow, GroupWriter, HealthRow, KeyInfo, NewDeadLetter, NewKey, OverviewRow,
+    ToolCallRow, from_ms,
 };
 
 pub(super) async fn ping(pool: &SqlitePool) -> Result<(), DbError> {
@@ -253,60 +253,77 @@ pub(super) async fn audit_log(pool: &SqlitePool, limit: i64) -> Result<Vec<Audit
 pub(super) struct SqliteWriter<'a, 'c>(pub(super) &'a mut Transaction<'c, Sqlite>);
 
 impl GroupWriter for SqliteWriter<'_, '_> {
-    async fn upsert_agents(
+    async fn upsert_agents_insert_events(
         &mut self,
         claims: &[AgentClaim],
-    ) -> Result<HashMap<String, String>, sqlx::Error> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at) ",
-        );
-        qb.push_values(claims, |mut b, c| {
-            b.push_bind(c.agent_id.clone())
-                .push_bind(c.customer_id.clone())
-                .push_bind(c.first.timestamp_millis())
-                .push_bind(c.last.timestamp_millis());
-        });
-        qb.push(
-            " ON CONFLICT (agent_id) DO UPDATE SET \
-               first_seen_at = min(first_seen_at, excluded.first_seen_at), \
-               last_seen_at = max(last_seen_at, excluded.last_seen_at) \
-             WHERE customer_id = excluded.customer_id",
-        );
-        qb.build().execute(&mut **self.0).await?;
+        rows: &[EventRow<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(HashMap<String, String>, HashSet<Uuid>), sqlx::Error> {
+        for chunk in claims.chunks(CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at) ",
+            );
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(c.agent_id.clone())
+                    .push_bind(c.customer_id.clone())
+                    .push_bind(c.first.timestamp_millis())
+                    .push_bind(c.last.timestamp_millis());
+            });
+            qb.push(
+                " ON CONFLICT (agent_id) DO UPDATE SET \
+                   first_seen_at = min(first_seen_at, excluded.first_seen_at), \
+                   last_seen_at = max(last_seen_at, excluded.last_seen_at) \
+                 WHERE customer_id = excluded.customer_id",
+            );
+            qb.build().execute(&mut **self.0).await?;
+        }
         let ids: Vec<String> = claims.iter().map(|c| c.agent_id.clone()).collect();
-        self.agent_owners(&ids).await
+        let owners = self.agent_owners(&ids).await?;
+        let own: Vec<EventRow<'_>> = rows
+            .iter()
+            .filter(|r| owners.get(r.agent_id).map(String::as_str) == Some(r.customer_id))
+            .copied()
+            .collect();
+        let inserted = self.insert_events(&own, now).await?;
+        Ok((owners, inserted))
     }
 
     async fn agent_owners(
         &mut self,
         agent_ids: &[String],
     ) -> Result<HashMap<String, String>, sqlx::Error> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT agent_id, customer_id FROM agents WHERE agent_id IN (",
-        );
-        let mut sep = qb.separated(", ");
-        for id in agent_ids {
-            sep.push_bind(id.clone());
+        let mut owners = HashMap::new();
+        for chunk in agent_ids.chunks(CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT agent_id, customer_id FROM agents WHERE agent_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(id.clone());
+            }
+            qb.push(")");
+            let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **self.0).await?;
+            owners.extend(rows);
         }
-        qb.push(")");
-        let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **self.0).await?;
-        Ok(rows.into_iter().collect())
+        Ok(owners)
     }
 
     async fn touch_agents(&mut self, spans: &[AgentClaim]) -> Result<(), sqlx::Error> {
-        let mut qb = QueryBuilder::<Sqlite>::new("WITH s(agent_id, first, last) AS (");
-        qb.push_values(spans, |mut b, c| {
-            b.push_bind(c.agent_id.clone())
-                .push_bind(c.first.timestamp_millis())
-                .push_bind(c.last.timestamp_millis());
-        });
-        qb.push(
-            ") UPDATE agents SET \
-               first_seen_at = min(first_seen_at, (SELECT s.first FROM s WHERE s.agent_id = agents.agent_id)), \
-               last_seen_at = max(last_seen_at, (SELECT s.last FROM s WHERE s.agent_id = agents.agent_id)) \
-             WHERE agent_id IN (SELECT agent_id FROM s)",
-        );
-        qb.build().execute(&mut **self.0).await?;
+        for chunk in spans.chunks(CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new("WITH s(agent_id, first, last) AS (");
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(c.agent_id.clone())
+                    .push_bind(c.first.timestamp_millis())
+                    .push_bind(c.last.timestamp_millis());
+            });
+            qb.push(
+                ") UPDATE agents SET \
+                   first_seen_at = min(first_seen_at, (SELECT s.first FROM s WHERE s.agent_id = agents.agent_id)), \
+                   last_seen_at = max(last_seen_at, (SELECT s.last FROM s WHERE s.agent_id = agents.agent_id)) \
+                 WHERE agent_id IN (SELECT agent_id FROM s)",
+            );
+            qb.build().execute(&mut **self.0).await?;
+        }
         Ok(())
     }
 
@@ -316,25 +333,26 @@ impl GroupWriter for SqliteWriter<'_, '_> {
         now: DateTime<Utc>,
     ) -> Result<HashSet<Uuid>, sqlx::Error> {
         let now = now.timestamp_millis();
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.event_id.hyphenated().to_string())
-                .push_bind(r.ts.timestamp_millis())
-                .push_bind(now)
-                .push_bind(r.customer_id)
-                .push_bind(r.agent_id)
-                .push_bind(r.run_id)
-                .push_bind(r.event_type)
-                .push_bind(r.payload);
-        });
-        qb.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
-        let ids: Vec<(String,)> = qb.build_query_as().fetch_all(&mut **self.0).await?;
-        Ok(ids
-            .into_iter()
-            .filter_map(|(s,)| Uuid::parse_str(&s).ok())
-            .collect())
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.event_id.hyphenated().to_string())
+                    .push_bind(r.ts.timestamp_millis())
+                    .push_bind(now)
+                    .push_bind(r.customer_id)
+                    .push_bind(r.agent_id)
+                    .push_bind(r.run_id)
+                    .push_bind(r.event_type)
+                    .push_bind(r.payload);
+            });
+            qb.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+            let ids: Vec<(String,)> = qb.build_query_as().fetch_all(&mut **self.0).await?;
+            inserted.extend(ids.into_iter().filter_map(|(s,)| Uuid::parse_str(&s).ok()));
+        }
+        Ok(inserted)
     }
 
     async fn insert_dead_letters(
@@ -343,18 +361,20 @@ impl GroupWriter for SqliteWriter<'_, '_> {
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let now = now.timestamp_millis();
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.customer_id.clone())
-                .push_bind(now)
-                .push_bind(r.event_id.clone())
-                .push_bind(r.raw.clone())
-                .push_bind(r.reason.clone())
-                .push_bind(r.message.clone());
-        });
-        qb.build().execute(&mut **self.0).await?;
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.customer_id.clone())
+                    .push_bind(now)
+                    .push_bind(r.event_id.clone())
+                    .push_bind(r.raw.clone())
+                    .push_bind(r.reason.clone())
+                    .push_bind(r.message.clone());
+            });
+            qb.build().execute(&mut **self.0).await?;
+        }
         Ok(())
     }
 
