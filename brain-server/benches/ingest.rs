@@ -12,7 +12,7 @@
 //! and prints `batched / raw multi-row` and `single / raw single` ratios. Goals on Postgres:
 //! ≥ 0.80 and ≥ 1.5. Request bodies and raw rows are prepared before timing, so the
 //! figures compare the server with the database, not JSON generation. Settings:
-//! `BENCH_CLIENTS` (32), `BENCH_BATCHES` per client (40), `BENCH_SINGLES` per client (300).
+//! `BENCH_CLIENTS` (32), `BENCH_BATCHES` per client (40), `BENCH_SINGLES` per client (1000).
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![expect(clippy::unwrap_used, reason = "a benchmark aborts on any failure")]
@@ -332,7 +332,7 @@ async fn bench_backend(name: &str, db: DbConfig, clients: usize, batches: usize,
 async fn main() {
     let clients = usize::try_from(setting("BENCH_CLIENTS", 32)).unwrap();
     let batches = usize::try_from(setting("BENCH_BATCHES", 40)).unwrap();
-    let singles = usize::try_from(setting("BENCH_SINGLES", 300)).unwrap();
+    let singles = usize::try_from(setting("BENCH_SINGLES", 1000)).unwrap();
 
     let dir = tempfile::TempDir::new().unwrap();
     bench_backend(

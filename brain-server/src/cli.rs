@@ -27,7 +27,7 @@ pub struct Cli {
     #[arg(long, global = true, env = env_vars::BRAIN_LISTEN)]
     pub listen: Option<String>,
 
-    /// Admin bearer token for /v1/dashboard/*; unset reads or generates <data-dir>/admin_token.
+    /// Admin bearer token for /v1/dashboard/*; unset reads or generates `<data-dir>/admin_token`.
     #[arg(long, global = true, env = env_vars::BRAIN_ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: Option<String>,
 

@@ -3,13 +3,13 @@
 //!
 //! # Life of a request
 //!
-//! 1. [`run`] accepts the connection; [`router`] picks the handler in [`routes`].
-//! 2. Extractors in [`extract`] authenticate: a customer bearer key (`POST /v1/events`;
+//! 1. [`run`] accepts the connection; [`router`] picks the handler in `routes`.
+//! 2. Extractors in `extract` authenticate: a customer bearer key (`POST /v1/events`;
 //!    looked up by its SHA-256, cached ≤ 2 s so revocation bites within 5 s, then the per-key
 //!    rate limit) or the admin token (`/v1/dashboard/*`, constant-time comparison).
 //! 3. `POST /v1/events` reads at most 1 MiB (after gunzip), parses JSON, validates each
 //!    element with [`shared_proto::Event::parse`], and hands the request to the ingest
-//!    [`writer`] over a bounded queue (full → 503).
+//!    `writer` over a bounded queue (full → 503).
 //! 4. The writer takes every queued request into one transaction ([`db::Store`]): claims new
 //!    agents, refuses agents owned by another customer, inserts events with
 //!    `ON CONFLICT DO NOTHING` (duplicates), dead-letters rejections, updates agents, commits.
