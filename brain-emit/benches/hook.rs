@@ -18,7 +18,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_brain-emit");
+/// The binary under test: `BRAIN_EMIT_BIN` (e.g. the static build of `cargo dist`) or the
+/// release build cargo made for this bench.
+fn binary() -> std::path::PathBuf {
+    #[expect(clippy::disallowed_methods, reason = "the bench's own knob")]
+    let chosen = std::env::var("BRAIN_EMIT_BIN");
+    chosen.map_or_else(|_| env!("CARGO_BIN_EXE_brain-emit").into(), Into::into)
+}
 const WARMUP: usize = 20;
 const RUNS: usize = 300;
 
@@ -90,9 +96,11 @@ fn main() {
     .unwrap();
     let spool = dir.path().join("spool.db");
 
+    let bin = binary();
+    println!("binary: {}", bin.display());
     let hook = time(RUNS, || {
         run(
-            Command::new(BIN)
+            Command::new(&bin)
                 .arg("tool-call")
                 .env("BRAIN_ENV_FILE", &env_file)
                 .env("BRAIN_SPOOL", &spool)

@@ -12,7 +12,8 @@
 //! and prints `batched / raw multi-row` and `single / raw single` ratios. Goals on Postgres:
 //! ≥ 0.80 and ≥ 1.5. Request bodies and raw rows are prepared before timing, so the
 //! figures compare the server with the database, not JSON generation. Settings:
-//! `BENCH_CLIENTS` (32), `BENCH_BATCHES` per client (40), `BENCH_SINGLES` per client (1000).
+//! `BENCH_CLIENTS` (32), `BENCH_BATCHES` per client (40), `BENCH_SINGLES` per client (1000),
+//! `BENCH_ROUNDS` (3; medians are reported, each measurement starting from an empty table).
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 #![expect(clippy::unwrap_used, reason = "a benchmark aborts on any failure")]
@@ -242,7 +243,43 @@ async fn start_server(db: DbConfig, clients: usize) -> Server {
     }
 }
 
-async fn bench_backend(name: &str, db: DbConfig, clients: usize, batches: usize, singles: usize) {
+/// The middle value (upper middle for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Empties `events` and writes dirty pages out, so the next measurement starts clean.
+async fn reset(store: &Store) {
+    match store {
+        Store::Postgres(pool) => {
+            sqlx::query("TRUNCATE events, dead_letters")
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("CHECKPOINT").execute(pool).await.unwrap();
+        }
+        Store::Sqlite(pool) => {
+            sqlx::query("DELETE FROM events")
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn bench_backend(
+    name: &str,
+    db: DbConfig,
+    clients: usize,
+    batches: usize,
+    singles: usize,
+    rounds: usize,
+) {
     let server = start_server(db, clients).await;
     let store = server.state.store().clone();
     let http = reqwest::Client::builder()
@@ -287,31 +324,43 @@ async fn bench_backend(name: &str, db: DbConfig, clients: usize, batches: usize,
         }
     };
 
-    let c0 = commits(&server.state);
-    let p = post.clone();
-    let http_batched = measure(bodies(clients, batches, BATCH), move |c, b| {
-        p(c, b, BATCH as u64)
-    })
-    .await;
-    let c1 = commits(&server.state);
-    let raw_multi = measure(raw_work(clients, batches, BATCH), insert(&store)).await;
-    let c2 = commits(&server.state);
-    let p = post.clone();
-    let http_single = measure(bodies(clients, singles, 1), move |c, b| p(c, b, 1)).await;
-    let c3 = commits(&server.state);
-    let raw_single = measure(raw_work(clients, singles, 1), insert(&store)).await;
+    // Each measurement starts from an empty, checkpointed `events` table, and the four
+    // alternate over `rounds` rounds (medians reported), so that neither side pays for the
+    // rows or the dirty pages the other left behind.
+    let mut figures: [Vec<f64>; 4] = Default::default();
+    let (mut batched_commits, mut single_commits) = (0, 0);
+    for _ in 0..rounds {
+        reset(&store).await;
+        let c0 = commits(&server.state);
+        let p = post.clone();
+        figures[0].push(
+            measure(bodies(clients, batches, BATCH), move |c, b| {
+                p(c, b, BATCH as u64)
+            })
+            .await,
+        );
+        batched_commits = commits(&server.state) - c0;
+        reset(&store).await;
+        figures[1].push(measure(raw_work(clients, batches, BATCH), insert(&store)).await);
+        reset(&store).await;
+        let c2 = commits(&server.state);
+        let p = post.clone();
+        figures[2].push(measure(bodies(clients, singles, 1), move |c, b| p(c, b, 1)).await);
+        single_commits = commits(&server.state) - c2;
+        reset(&store).await;
+        figures[3].push(measure(raw_work(clients, singles, 1), insert(&store)).await);
+    }
+    let [http_batched, raw_multi, http_single, raw_single] = figures.map(median);
 
     println!(
-        "== {name}: {clients} concurrent clients; {batches} batches of {BATCH} and {singles} single events per client; bodies and rows prepared before timing"
+        "== {name}: {clients} concurrent clients; {batches} batches of {BATCH} and {singles} single events per client; bodies and rows prepared before timing; median of {rounds} rounds, each from an empty table"
     );
     println!(
-        "  http batched ({BATCH}/request) {http_batched:>10.0} events/s  ({} commits)",
-        c1 - c0
+        "  http batched ({BATCH}/request) {http_batched:>10.0} events/s  ({batched_commits} commits in the last round)"
     );
     println!("  raw multi-row ({BATCH}/commit)  {raw_multi:>10.0} events/s");
     println!(
-        "  http single (1/request)      {http_single:>10.0} events/s  ({} commits)",
-        c3 - c2
+        "  http single (1/request)      {http_single:>10.0} events/s  ({single_commits} commits in the last round)"
     );
     println!("  raw single-row commits       {raw_single:>10.0} events/s");
     println!(
@@ -333,6 +382,7 @@ async fn main() {
     let clients = usize::try_from(setting("BENCH_CLIENTS", 32)).unwrap();
     let batches = usize::try_from(setting("BENCH_BATCHES", 40)).unwrap();
     let singles = usize::try_from(setting("BENCH_SINGLES", 1000)).unwrap();
+    let rounds = usize::try_from(setting("BENCH_ROUNDS", 3)).unwrap().max(1);
 
     let dir = tempfile::TempDir::new().unwrap();
     bench_backend(
@@ -341,6 +391,7 @@ async fn main() {
         clients,
         batches,
         singles,
+        rounds,
     )
     .await;
 
@@ -360,7 +411,7 @@ async fn main() {
         database_url: Some(format!("{prefix}/{name}").into()),
         data_dir: dir.path().to_owned(),
     };
-    bench_backend("Postgres", db, clients, batches, singles).await;
+    bench_backend("Postgres", db, clients, batches, singles, rounds).await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {name} WITH (FORCE)"
     )))

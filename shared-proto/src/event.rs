@@ -321,7 +321,7 @@ impl Event {
                 });
             }
         };
-        let size = serde_json::to_vec(&payload).map_or(usize::MAX, |v| v.len());
+        let size = serialized_len(&payload);
         if size > MAX_PAYLOAD_BYTES {
             return Err(EventError::PayloadTooLarge(size));
         }
@@ -370,6 +370,12 @@ impl Event {
         self.payload.to_value()
     }
 
+    /// The payload as compact JSON text (unknown fields included), serialized straight from
+    /// the typed payload: what a store keeps.
+    pub fn payload_json(&self) -> String {
+        self.payload.to_json()
+    }
+
     /// The whole envelope as a JSON value, in wire form.
     pub fn to_value(&self) -> Value {
         let mut obj = Map::new();
@@ -385,6 +391,25 @@ impl Event {
         }
         obj.insert("payload".into(), self.payload.to_value());
         Value::Object(obj)
+    }
+}
+
+/// Byte length of `value` serialized as compact JSON, counted without building the text.
+fn serialized_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 

@@ -489,6 +489,20 @@ impl Payload {
         }
     }
 
+    /// The payload as compact JSON text, unknown fields included.
+    pub fn to_json(&self) -> String {
+        let s = match self {
+            Payload::SessionStart(p) => serde_json::to_string(p),
+            Payload::SessionEnd(p) => serde_json::to_string(p),
+            Payload::ToolCall(p) => serde_json::to_string(p),
+            Payload::LlmUsage(p) => serde_json::to_string(p),
+            Payload::Error(p) => serde_json::to_string(p),
+            Payload::Heartbeat(p) => serde_json::to_string(p),
+        };
+        // As for `to_value`: these plain structs always serialize.
+        s.unwrap_or_else(|_| "{}".to_owned())
+    }
+
     /// The payload as a JSON object value, unknown fields included.
     pub fn to_value(&self) -> Value {
         let v = match self {

@@ -63,6 +63,8 @@ fn every_event_type_round_trips_and_keeps_unknown_fields() {
             event.payload_value()["future_field"],
             payload["future_field"]
         );
+        let stored: Value = serde_json::from_str(&event.payload_json()).unwrap();
+        assert_eq!(stored, event.payload_value(), "stored text and value agree");
         let again = Event::parse_at(event.to_value(), now()).unwrap();
         assert_eq!(again, event);
     }

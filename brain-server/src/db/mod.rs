@@ -488,7 +488,7 @@ impl From<shared_proto::Event> for ValidEvent {
             agent_id: ev.agent_id().as_str().to_owned(),
             run_id: ev.run_id().map(|r| r.as_str().to_owned()),
             event_type: ev.event_type().as_str(),
-            payload: ev.payload_value().to_string(),
+            payload: ev.payload_json(),
             agent_versions: match ev.payload() {
                 Payload::Heartbeat(hb) => hb.agent_versions.clone(),
                 _ => BTreeMap::new(),
