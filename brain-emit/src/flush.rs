@@ -9,9 +9,13 @@
 //! | answer | rows |
 //! | --- | --- |
 //! | 200 (or 422) with results | accepted and duplicate deleted, rejected moved to `dead_letters` |
-//! | 413 / 400 | batch split in halves and resent; a single event refused alone is dead-lettered |
+//! | 413, or 400 with Brain's `malformed_json` / `not_an_envelope` | batch split in halves and resent; a single event refused alone is dead-lettered |
 //! | network error, 408, 429, 5xx | kept; back off (exponential, jitter, `Retry-After`) |
-//! | 401 / 403 / other 4xx | kept; a configuration error is recorded for `status` |
+//! | 401 / 403 / any other 400 / other 4xx | kept; a configuration error is recorded for `status` |
+//!
+//! A 400 is only taken as a verdict on the events when its body is Brain's error envelope
+//! with a content code: a misconfigured URL (plain HTTP to a TLS port, a proxy) also answers
+//! 400, and treating that as "these events are bad" would discard the whole spool.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -395,6 +399,16 @@ impl Sender<'_> {
                     }
                 }
             }
+            StatusCode::BAD_REQUEST if !brain_refused_content(&bytes) => {
+                // Not Brain's verdict on our JSON (a proxy, plain HTTP to a TLS port, another
+                // service, or a transport problem such as gzip): keep every row.
+                spool.bump_attempts(&ids)?;
+                Err(Stop::Config(format!(
+                    "server answered {status} to POST {} (is BRAIN_URL right?): {}",
+                    self.endpoint,
+                    server_says()
+                )))
+            }
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST => {
                 if let [only] = rows {
                     let (code, message) = serde_json::from_slice::<ErrorBody>(&bytes)
@@ -435,6 +449,18 @@ impl Sender<'_> {
             }
         }
     }
+}
+
+/// Request-level codes of a Brain 400 that are about the batch's content, so splitting the
+/// batch (and dead-lettering an event refused alone) is the right answer.
+const CONTENT_ERROR_CODES: [&str; 2] = ["malformed_json", "not_an_envelope"];
+
+/// Whether a 400 body is Brain's error envelope saying the batch's content is unreadable.
+/// Anything else (an HTML page from a proxy, a bare 400, another Brain code such as
+/// `invalid_gzip`) is not a reason to discard events.
+fn brain_refused_content(body: &[u8]) -> bool {
+    serde_json::from_slice::<ErrorBody>(body)
+        .is_ok_and(|b| CONTENT_ERROR_CODES.contains(&b.error.code.as_str()))
 }
 
 /// Deletes delivered rows, dead-letters rejected ones; rows without a result stay queued.

@@ -989,3 +989,124 @@ fn import_backfills_once_and_shares_the_hook_ledger() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 sessions"));
 }
+
+/// A loopback upstream answering every request with `status_line` and `body` (no JSON
+/// content type unless the body is JSON); yields the number of requests it served.
+fn fixed_upstream(
+    status_line: &'static str,
+    body: &'static str,
+) -> (u16, std::thread::JoinHandle<usize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut served = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            if first.starts_with("QUIT") {
+                break;
+            }
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut sink = vec![0; len];
+            let _ = reader.read_exact(&mut sink);
+            served += 1;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status_line}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        served
+    });
+    (port, handle)
+}
+
+fn flush_wait_against(sb: &Sandbox, port: u16) -> std::process::Output {
+    let url = format!("http://127.0.0.1:{port}");
+    sb.run(
+        &[
+            "flush",
+            "--wait",
+            "--url",
+            &url,
+            "--api-key",
+            "m8brain_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ],
+        b"",
+    )
+}
+
+#[test]
+fn a_bare_400_from_a_non_brain_upstream_keeps_every_row() {
+    let sb = Sandbox::new();
+    for i in 0..5 {
+        sb.hook(
+            &["error", "--kind", "k", "--message", &format!("e{i}")],
+            b"",
+        );
+    }
+    // What nginx says to plain HTTP on a TLS port.
+    let (port, upstream) = fixed_upstream(
+        "400 Bad Request",
+        "<html><head><title>400 The plain HTTP request was sent to HTTPS port</title></head></html>",
+    );
+    let out = flush_wait_against(&sb, port);
+    stop_upstream(port);
+    let served = upstream.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the spool was not emptied; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(served, 1, "no bisecting on a foreign 400");
+    assert_eq!(sb.rows().len(), 5, "every row kept");
+    let status = sb.status();
+    assert_eq!(status["dead_letters"], 0);
+    assert!(
+        status["config_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("400")),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_brain_400_about_the_content_still_isolates_bad_events() {
+    let sb = Sandbox::new();
+    for i in 0..3 {
+        sb.hook(
+            &["error", "--kind", "k", "--message", &format!("e{i}")],
+            b"",
+        );
+    }
+    let (port, upstream) = fixed_upstream(
+        "400 Bad Request",
+        r#"{"error":{"code":"not_an_envelope","message":"the body must be an event object or an array of event objects"}}"#,
+    );
+    let out = flush_wait_against(&sb, port);
+    stop_upstream(port);
+    let served = upstream.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // [3] → [1] dead, [2] → [1] dead, [1] dead.
+    assert_eq!(served, 5);
+    assert!(sb.rows().is_empty());
+    assert_eq!(sb.status()["dead_letters"], 3);
+}
