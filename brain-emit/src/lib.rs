@@ -167,7 +167,13 @@ fn run_flush(settings: &Settings, args: &FlushArgs) -> ExitCode {
             if !args.background {
                 output::error(&e);
             }
-            return ExitCode::from(EXIT_UNEXPECTED);
+            // SPEC §7: `flush --wait` exits 1, with the reason, whenever the spool was not
+            // emptied, whatever the cause.
+            return ExitCode::from(if mode == FlushMode::Wait {
+                EXIT_USER
+            } else {
+                EXIT_UNEXPECTED
+            });
         }
     };
     if args.background {

@@ -1110,3 +1110,25 @@ fn a_brain_400_about_the_content_still_isolates_bad_events() {
     assert!(sb.rows().is_empty());
     assert_eq!(sb.status()["dead_letters"], 3);
 }
+
+#[test]
+fn flush_wait_exits_1_when_the_spool_cannot_be_used() {
+    let sb = Sandbox::new();
+    sb.hook(&["error", "--kind", "k", "--message", "m"], b"");
+    // A spool written by a newer brain-emit: flushing cannot even start.
+    rusqlite::Connection::open(&sb.spool)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let (port, upstream) = fixed_upstream("500 Internal Server Error", "");
+    let out = flush_wait_against(&sb, port);
+    stop_upstream(port);
+    upstream.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schema version 99"));
+}
