@@ -35,6 +35,15 @@ pub enum DbError {
     /// Running the embedded migrations failed.
     #[error("could not run the database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The SQLite migration lock file (`<database>.migrate.lock`) could not be opened or locked.
+    #[error("could not lock {path} to serialize migrations")]
+    MigrateLock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A query failed.
     #[error("database query failed")]
     Query(#[from] sqlx::Error),
@@ -130,14 +139,28 @@ impl Store {
 
     /// Applies the embedded migrations that have not run yet.
     ///
+    /// Concurrent callers are serialized: Postgres by sqlx's advisory lock; SQLite (whose sqlx
+    /// migrator takes no lock) by an exclusive lock on the file `<database>.migrate.lock`, held
+    /// for the whole run, so that two processes starting at once on a fresh file both succeed
+    /// (the second finds the migrations applied).
+    ///
     /// # Errors
-    /// [`DbError::Migrate`] when a migration fails or an applied one was changed.
+    /// [`DbError::Migrate`] when a migration fails or an applied one was changed,
+    /// [`DbError::MigrateLock`] when the SQLite lock file cannot be opened or locked.
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self {
-            Store::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await,
-            Store::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await,
+            Store::Postgres(pool) => sqlx::migrate!("../migrations/postgres")
+                .run(pool)
+                .await
+                .map_err(DbError::Migrate),
+            Store::Sqlite(pool) => {
+                let _lock = sqlite_migrate_lock(pool).await?;
+                sqlx::migrate!("../migrations/sqlite")
+                    .run(pool)
+                    .await
+                    .map_err(DbError::Migrate)
+            }
         }
-        .map_err(DbError::Migrate)
     }
 
     /// Closes the pool, waiting for connections to be returned.
@@ -346,6 +369,37 @@ impl Store {
             Store::Postgres(pool) => postgres::health(pool, now).await,
             Store::Sqlite(pool) => sqlite::health(pool, now).await,
         }
+    }
+}
+
+/// Takes the exclusive migration lock of the SQLite database behind `pool`, waiting for
+/// another process that holds it. `None` for an in-memory database (no other process can
+/// see it). The lock is released when the returned file is dropped (or the process exits).
+async fn sqlite_migrate_lock(pool: &SqlitePool) -> Result<Option<std::fs::File>, DbError> {
+    let db = pool.connect_options().get_filename().to_owned();
+    let name = db.to_string_lossy();
+    if name.is_empty() || name == ":memory:" || name.starts_with("file:sqlx-in-memory-") {
+        return Ok(None);
+    }
+    let mut path = db.into_os_string();
+    path.push(".migrate.lock");
+    let path = std::path::PathBuf::from(path);
+    let lock_path = path.clone();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match locked {
+        Ok(file) => Ok(Some(file)),
+        Err(source) => Err(DbError::MigrateLock { path, source }),
     }
 }
 

@@ -186,3 +186,67 @@ mod binary_end_to_end {
         super::binary_end_to_end(super::Backend::Postgres).await;
     }
 }
+
+/// The README quickstart starts the server and runs `mint-key` at once on a fresh data
+/// directory: every process migrates concurrently. All must succeed, on one schema.
+#[test]
+fn concurrent_first_starts_on_sqlite_all_succeed() {
+    for round in 0..3 {
+        let dir = tempfile::TempDir::new().unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                let mut c = cmd(dir.path(), None);
+                if i % 2 == 0 {
+                    c.arg("migrate");
+                } else {
+                    c.args(["mint-key", &format!("cust{i}"), "Cust"]);
+                }
+                c.stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // One schema: each migration recorded once, both minted keys listed.
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite"))
+            .unwrap()
+            .count();
+        let counts = sqlite_counts(&dir.path().join("brain.db"));
+        assert_eq!(
+            counts,
+            (i64::try_from(files).unwrap(), 2),
+            "round {round}: (migrations, keys)"
+        );
+    }
+}
+
+/// (rows in `_sqlx_migrations`, rows in `api_keys`) of the SQLite file at `path`.
+fn sqlite_counts(path: &Path) -> (i64, i64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        (migrations, keys)
+    })
+}
