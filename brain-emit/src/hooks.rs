@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::cli::{Command, ErrorArgs, SessionEndArgs, SessionStartArgs};
 use crate::config::{AgentIdSource, Settings};
 use crate::flush::LEASE_TTL_MS;
-use crate::spool::Spool;
+use crate::spool::{Spool, StoredLedger};
 use crate::usage::{ModelUsage, SessionLedger};
 
 /// Most attempts at saving a session ledger when another hook saved it concurrently.
@@ -407,6 +407,34 @@ pub(crate) fn usage_payload(u: &ModelUsage) -> Payload {
     })
 }
 
+/// The ledger to continue a session with: the stored one, or a fresh one when none is stored
+/// (ignoring usage from before a spool recovery, see
+/// [`SessionLedger::ignoring_before`]).
+///
+/// # Errors
+/// When the stored ledger cannot be read. It is never replaced by a fresh one: event ids
+/// derive from its cumulative totals, so starting over would report the whole session to the
+/// server a second time. Emitting nothing for the session undercounts; that is the lesser
+/// harm, and the error is recorded where `status` shows it.
+pub(crate) fn ledger_for(
+    spool: &Spool,
+    session_id: &str,
+    stored: Option<&StoredLedger>,
+) -> anyhow::Result<SessionLedger> {
+    match stored {
+        Some(s) => SessionLedger::from_json(&s.state).with_context(|| {
+            format!(
+                "the usage ledger of session {session_id} cannot be used; \
+                 emitting no llm_usage for this session (starting over would count it twice)"
+            )
+        }),
+        None => Ok(match spool.recovered_at_ms()? {
+            Some(t) => SessionLedger::ignoring_before(t),
+            None => SessionLedger::new(),
+        }),
+    }
+}
+
 fn llm_usage(
     settings: &Settings,
     spool: &mut Spool,
@@ -427,13 +455,7 @@ fn llm_usage(
     for _ in 0..LEDGER_RETRIES {
         problems.clear();
         let stored = spool.load_ledger(session_id)?;
-        let mut ledger = match &stored {
-            Some(s) => serde_json::from_str::<SessionLedger>(&s.state).unwrap_or_else(|e| {
-                problems.push(format!("stored ledger unreadable ({e}); starting over"));
-                SessionLedger::new()
-            }),
-            None => SessionLedger::new(),
-        };
+        let mut ledger = ledger_for(spool, session_id, stored.as_ref())?;
         for file in &files {
             if let Err(e) = ledger.read_transcript(file) {
                 problems.push(format!("{}: {e}", file.display()));

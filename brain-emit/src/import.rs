@@ -4,6 +4,11 @@
 //! through the same per-session ledger the `llm-usage` hook keeps in the spool, and events
 //! get the same UUIDv5 ids: importing twice, or importing a session the hooks already
 //! reported, queues nothing new.
+//!
+//! A session whose stored ledger cannot be read is not imported (reported as a failure), and
+//! after a spool recovery a session without a ledger only counts usage logged after the
+//! recovery, exactly as the hook does: importing cannot double count what the hooks already
+//! delivered before the spool was lost.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +17,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::hooks::{event, llm_usage_id, usage_payload};
+use crate::hooks::{event, ledger_for, llm_usage_id, usage_payload};
 use crate::spool::Spool;
-use crate::usage::SessionLedger;
 
 /// Most attempts at saving a session ledger when a hook saved it concurrently.
 const LEDGER_RETRIES: usize = 8;
@@ -112,10 +116,7 @@ fn import_session(settings: &Settings, spool: &mut Spool, main: &Path) -> anyhow
     let ts = last_activity(main);
     for _ in 0..LEDGER_RETRIES {
         let stored = spool.load_ledger(&session_id)?;
-        let mut ledger = match &stored {
-            Some(s) => serde_json::from_str::<SessionLedger>(&s.state).unwrap_or_default(),
-            None => SessionLedger::new(),
-        };
+        let mut ledger = ledger_for(spool, &session_id, stored.as_ref())?;
         ledger.read_session(main)?;
         let mut events = Vec::new();
         for usage in ledger.take_unreported() {

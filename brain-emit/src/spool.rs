@@ -10,7 +10,9 @@
 //! - `dead_letters`: events the server rejected, with its code and message.
 //! - `tool_starts`: `tool_use_id` → start time, for pairing PreToolUse with PostToolUse.
 //! - `ledgers`: per Claude session, the serialized [`crate::usage::SessionLedger`].
-//! - `meta`: key/value notes (last error, last success, configuration error, retry schedule).
+//! - `meta`: key/value notes (last error, last success, configuration error, retry schedule,
+//!   and, on a spool that replaced a corrupt one, the moved-aside name and the recovery time:
+//!   ledgers created after it ignore usage logged before it).
 //! - `lease`: at most one row naming the flusher that owns delivery and when that expires.
 //!
 //! Every write is one short `BEGIN IMMEDIATE` transaction, so hundreds of hook processes can
@@ -53,6 +55,9 @@ const MAX_DEAD_LETTERS: i64 = 10_000;
 
 /// `tool_starts` rows older than this are forgotten (their PostToolUse never came), in ms.
 const TOOL_START_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// Meta key: when this spool replaced a corrupt one, Unix ms.
+const RECOVERED_AT_MS: &str = "recovered_at_ms";
 
 /// What to do when an enqueue would push the spool past its size bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -256,6 +261,9 @@ impl Spool {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 spool.set_meta("recovered_from", &name)?;
+                // Ledgers created from now on ignore usage logged before this time (see
+                // `crate::usage::SessionLedger::ignoring_before`).
+                spool.set_meta(RECOVERED_AT_MS, &now_ms().to_string())?;
                 spool.set_meta(
                     "last_error",
                     &format!("the spool was corrupt; moved aside to {name}"),
@@ -270,6 +278,15 @@ impl Spool {
     /// The spool file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// When this spool file was started to replace a corrupt one (Unix ms); `None` for a
+    /// spool that never replaced one.
+    ///
+    /// # Errors
+    /// [`SpoolError::Query`] when the read fails.
+    pub fn recovered_at_ms(&self) -> Result<Option<i64>, SpoolError> {
+        Ok(self.meta(RECOVERED_AT_MS)?.and_then(|v| v.parse().ok()))
     }
 
     /// Where the corrupt file was moved when this open replaced it.

@@ -55,6 +55,28 @@ pub enum UsageError {
     },
 }
 
+/// Version of the ledger's JSON format this code writes and reads. Ledgers stored before the
+/// field existed have no `v` and read as version 1 (the same shape).
+pub const LEDGER_FORMAT: u32 = 1;
+
+/// Why a stored ledger cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The stored text is not a ledger (damaged or foreign JSON).
+    #[error("the stored ledger is not valid ledger JSON")]
+    Parse(#[source] serde_json::Error),
+    /// The ledger was written by a brain-emit with a format this one does not know.
+    #[error("the stored ledger has format version {found}; this brain-emit reads {LEDGER_FORMAT}")]
+    UnknownFormat {
+        /// The stored `v`.
+        found: u32,
+    },
+}
+
+fn legacy_format() -> u32 {
+    1
+}
+
 /// Usage of one model: either a report (what was counted since the previous report) or a
 /// cumulative total, depending on the method that returned it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,8 +205,18 @@ impl Response {
 /// One ledger per Claude Code session: feed it the main transcript and the session's subagent
 /// transcripts (dedupe spans all of them), then [`take_unreported`](Self::take_unreported)
 /// to get what to emit.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionLedger {
+    /// Format version ([`LEDGER_FORMAT`]); a ledger of an unknown version is never used.
+    #[serde(rename = "v", default = "legacy_format")]
+    format: u32,
+    /// Responses whose line `timestamp` is older than this (Unix ms), or that have no
+    /// timestamp, are ignored. Set on ledgers created after the spool was recovered from a
+    /// corrupt file: usage from before the recovery was either delivered already (under
+    /// event ids derived from the lost ledger) or lost with the corrupt file, and counting it
+    /// again would double count it on the server.
+    #[serde(rename = "since", default, skip_serializing_if = "Option::is_none")]
+    ignore_before_ms: Option<i64>,
     /// Bytes consumed so far, per transcript path.
     #[serde(default)]
     offsets: BTreeMap<String, u64>,
@@ -199,10 +231,49 @@ pub struct SessionLedger {
     reported: BTreeMap<String, Totals>,
 }
 
+impl Default for SessionLedger {
+    fn default() -> Self {
+        SessionLedger {
+            format: LEDGER_FORMAT,
+            ignore_before_ms: None,
+            offsets: BTreeMap::new(),
+            responses: BTreeMap::new(),
+            counted: BTreeMap::new(),
+            reported: BTreeMap::new(),
+        }
+    }
+}
+
 impl SessionLedger {
     /// An empty ledger: nothing read, nothing counted.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty ledger that ignores responses logged before `ms` (Unix ms) and responses
+    /// without a timestamp; see the field's documentation for when this is used.
+    pub fn ignoring_before(ms: i64) -> Self {
+        SessionLedger {
+            ignore_before_ms: Some(ms),
+            ..Self::default()
+        }
+    }
+
+    /// Reads a ledger stored as JSON.
+    ///
+    /// # Errors
+    /// [`LedgerError::Parse`] for text that is not a ledger, [`LedgerError::UnknownFormat`]
+    /// for a ledger of another format version. Callers must not replace such a ledger with a
+    /// fresh one: event ids derive from the cumulative totals it holds, so starting over
+    /// would report the whole session again under new ids.
+    pub fn from_json(text: &str) -> Result<Self, LedgerError> {
+        let ledger: SessionLedger = serde_json::from_str(text).map_err(LedgerError::Parse)?;
+        if ledger.format != LEDGER_FORMAT {
+            return Err(LedgerError::UnknownFormat {
+                found: ledger.format,
+            });
+        }
+        Ok(ledger)
     }
 
     /// Folds in the complete lines of `path` added since the last call for that path.
@@ -310,6 +381,11 @@ impl SessionLedger {
 
     /// Folds one copy of a response in.
     fn count(&mut self, mut line: UsageLine) {
+        if let Some(cut) = self.ignore_before_ms
+            && line.timestamp_ms.is_none_or(|t| t < cut)
+        {
+            return;
+        }
         let Some(key) = line.key.take() else {
             // No `message.id`: nothing to dedupe on, so every such line counts (as in ccusage).
             let response = Response::from_line(line);

@@ -270,7 +270,7 @@ fn replay(sources: &[PathBuf], cuts: &[Vec<usize>]) -> BTreeMap<String, Sum> {
     for step_cuts in &schedule {
         // The spool stores the ledger as JSON between hook runs.
         let json = serde_json::to_string(&ledger).unwrap();
-        let restored: SessionLedger = serde_json::from_str(&json).unwrap();
+        let restored = SessionLedger::from_json(&json).unwrap();
         assert_eq!(restored, ledger);
         ledger = restored;
         for (i, copy) in copies.iter().enumerate() {
@@ -667,4 +667,48 @@ fn large_transcript_reads_fast() {
         elapsed.as_millis() < limit_ms,
         "{elapsed:?} for a 2.7 MB transcript"
     );
+}
+
+#[test]
+fn stored_ledgers_are_versioned() {
+    let mut ledger = SessionLedger::new();
+    ledger
+        .read_transcript(&main_transcript(TRANSCRIPTS, "short"))
+        .unwrap();
+    let json = serde_json::to_string(&ledger).unwrap();
+    assert!(json.starts_with(r#"{"v":1,"#), "{json}");
+    // A ledger stored before the version field existed reads as version 1.
+    let mut legacy: Value = serde_json::from_str(&json).unwrap();
+    legacy.as_object_mut().unwrap().remove("v");
+    assert_eq!(
+        SessionLedger::from_json(&legacy.to_string()).unwrap(),
+        ledger
+    );
+    let newer = json.replacen(r#""v":1"#, r#""v":2"#, 1);
+    assert!(matches!(
+        SessionLedger::from_json(&newer),
+        Err(LedgerError::UnknownFormat { found: 2 })
+    ));
+    assert!(matches!(
+        SessionLedger::from_json("{\"offsets\": 3}"),
+        Err(LedgerError::Parse(_))
+    ));
+}
+
+#[test]
+fn a_ledger_started_after_a_recovery_ignores_older_responses() {
+    let path = main_transcript(TRANSCRIPTS, "short");
+    let mut all = SessionLedger::new();
+    all.read_transcript(&path).unwrap();
+    assert!(!all.totals().is_empty());
+    // A cut-off before every line counts everything; after every line, nothing.
+    let mut early = SessionLedger::ignoring_before(0);
+    early.read_transcript(&path).unwrap();
+    assert_eq!(early.totals(), all.totals());
+    let mut late = SessionLedger::ignoring_before(chrono::Utc::now().timestamp_millis());
+    late.read_transcript(&path).unwrap();
+    assert!(late.take_unreported().is_empty());
+    // The cut-off survives the round trip through the spool.
+    let restored = SessionLedger::from_json(&serde_json::to_string(&late).unwrap()).unwrap();
+    assert_eq!(restored, late);
 }

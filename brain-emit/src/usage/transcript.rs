@@ -75,6 +75,8 @@ pub(crate) struct UsageLine {
     pub(crate) tokens: TokenCounts,
     /// ccusage's dedupe measure: input + output + cache creation + cache read tokens.
     pub(crate) total: u64,
+    /// The line's `timestamp` as Unix ms; `None` when absent or not RFC 3339.
+    pub(crate) timestamp_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +87,8 @@ struct RawLine<'a> {
     is_sidechain: Option<bool>,
     #[serde(rename = "requestId", borrow, default)]
     request_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message: Option<RawMessage<'a>>,
 }
@@ -190,12 +194,18 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Line {
         key.push_str(request);
         key
     });
+    let timestamp_ms = raw
+        .timestamp
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis());
     Line::Usage(UsageLine {
         key,
         model: model.to_owned(),
         sidechain: raw.is_sidechain.unwrap_or(false),
         tokens,
         total,
+        timestamp_ms,
     })
 }
 

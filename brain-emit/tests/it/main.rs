@@ -1132,3 +1132,122 @@ fn flush_wait_exits_1_when_the_spool_cannot_be_used() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("schema version 99"));
 }
+
+fn usage_rows(sb: &Sandbox) -> Vec<Value> {
+    sb.rows()
+        .into_iter()
+        .filter(|r| r["event_type"] == "llm_usage")
+        .collect()
+}
+
+#[test]
+fn an_unreadable_ledger_is_never_replaced_so_nothing_is_counted_twice() {
+    let sb = Sandbox::new();
+    let session = "ae4a77f8-aedd-4bc1-888f-c94edc91af04";
+    let main = fixture(&format!("transcripts/{session}.jsonl"));
+    let mut stop = payloads("stop.json").remove(0);
+    stop["session_id"] = json!(session);
+    stop["transcript_path"] = json!(main);
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&stop).unwrap());
+    let first = usage_rows(&sb);
+    assert!(!first.is_empty(), "log: {}", sb.hook_log());
+    let mut end = payloads("session_end.json").remove(0);
+    end["session_id"] = json!(session);
+    end["transcript_path"] = json!(main);
+    let conn = rusqlite::Connection::open(&sb.spool).unwrap();
+    for (what, sql) in [
+        (
+            "written by a newer brain-emit",
+            "UPDATE ledgers SET state = json_set(state, '$.v', 99)",
+        ),
+        ("damaged", "UPDATE ledgers SET state = '{\"offsets\": {'"),
+    ] {
+        assert_eq!(conn.execute(sql, []).unwrap(), 1, "{what}");
+        let before = sb.hook_log().len();
+        sb.hook(&["llm-usage"], &serde_json::to_vec(&end).unwrap());
+        assert_eq!(
+            usage_rows(&sb).len(),
+            first.len(),
+            "{what} ledger: the session must not be emitted again"
+        );
+        let log = sb.hook_log();
+        assert!(
+            log[before..].contains("cannot be used"),
+            "{what} ledger: the problem is recorded: {log}"
+        );
+        assert!(
+            sb.status()["last_hook_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(session)),
+            "{what}"
+        );
+        // `import` refuses the session too.
+        let out = sb.run(&["import", main.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        assert_eq!(usage_rows(&sb).len(), first.len(), "{what}: import");
+    }
+    // The unreadable ledger is kept as it was (not overwritten by a fresh one).
+    let state: String = conn
+        .query_row("SELECT state FROM ledgers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "{\"offsets\": {");
+}
+
+#[test]
+fn after_a_spool_recovery_a_lost_ledger_does_not_re_emit_old_usage() {
+    let sb = Sandbox::new();
+    let session = "ae4a77f8-aedd-4bc1-888f-c94edc91af04";
+    // The session's transcript, copied so it can grow.
+    let transcript = sb.dir.path().join(format!("{session}.jsonl"));
+    std::fs::copy(
+        fixture(&format!("transcripts/{session}.jsonl")),
+        &transcript,
+    )
+    .unwrap();
+    // The spool holding this session's ledger is corrupt: its ledger is lost.
+    std::fs::create_dir_all(sb.spool.parent().unwrap()).unwrap();
+    std::fs::write(&sb.spool, b"not a SQLite database. ".repeat(400)).unwrap();
+    let mut stop = payloads("stop.json").remove(0);
+    stop["session_id"] = json!(session);
+    stop["transcript_path"] = json!(transcript);
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&stop).unwrap());
+    assert!(sb.status()["recovered_from"].is_string());
+    assert_eq!(
+        usage_rows(&sb),
+        Vec::<Value>::new(),
+        "usage logged before the recovery was delivered already or lost with the old spool"
+    );
+    // A response logged after the recovery is counted, once.
+    std::thread::sleep(Duration::from_millis(5));
+    let line = json!({
+        "type": "assistant",
+        "isSidechain": false,
+        "sessionId": session,
+        "requestId": "req_after_recovery",
+        "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "message": {
+            "id": "msg_after_recovery",
+            "model": "claude-opus-4-6",
+            "role": "assistant",
+            "usage": {"input_tokens": 7, "output_tokens": 11, "cache_read_input_tokens": 13,
+                      "cache_creation_input_tokens": 0}
+        }
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&transcript)
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()).unwrap();
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&stop).unwrap());
+    let rows = usage_rows(&sb);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let p = &rows[0]["payload"];
+    assert_eq!(
+        (&p["input_tokens"], &p["output_tokens"], &p["total_turns"]),
+        (&json!(7), &json!(11), &json!(1))
+    );
+    // Importing the session after the recovery adds nothing either.
+    sb.run(&["import", transcript.to_str().unwrap()], b"");
+    assert_eq!(usage_rows(&sb).len(), 1);
+    assert_eq!(sb.hook_log(), "");
+}
