@@ -310,8 +310,13 @@ impl Store {
         match self {
             Store::Postgres(pool) => {
                 // No explicit transaction: the common case is ONE statement (agents and
-                // events together), which commits on its own; the rare follow-ups (dead
-                // letters, heartbeat versions) are idempotent on a client's retry.
+                // events together), which commits on its own. The rare follow-ups (late
+                // inserts, dead letters, agent spans, heartbeat versions) are idempotent, so
+                // when one fails after the main statement committed, writing the request
+                // again (the writer's one-by-one retry, or the client's resend after the
+                // 5xx) completes it: events are then duplicates but still widen their
+                // agent's span and apply their heartbeat's versions, and dead letters
+                // already stored are skipped by their dedupe key.
                 let mut conn = pool.acquire().await?;
                 Ok(write_group_in(&mut postgres::PgWriter(&mut conn), jobs, now).await?)
             }
@@ -597,6 +602,20 @@ struct NewDeadLetter {
     message: String,
 }
 
+impl NewDeadLetter {
+    /// The idempotency key: hex SHA-256 of (customer, reason, raw). The insert skips a key
+    /// already stored, so a request written again after a partial write adds no second row.
+    fn dedupe_key(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for part in [&self.customer_id, &self.reason, &self.raw] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
 /// An agent first seen in this group: who claims it and the span of its events.
 #[derive(Debug)]
 struct AgentClaim {
@@ -773,10 +792,14 @@ async fn write_group_in<W: GroupWriter>(
                         job_slots.push(Slot::Rejected(Some(id.to_string()), error));
                         continue;
                     }
-                    if !first_seen.insert(id) || !inserted.contains(&id) {
-                        job_slots.push(Slot::Duplicate(id));
-                        continue;
-                    }
+                    // A duplicate still widens its agent's span and applies its heartbeat's
+                    // versions (both idempotent): it may be the retry of a write whose
+                    // follow-ups failed after its events were stored.
+                    let slot = if !first_seen.insert(id) || !inserted.contains(&id) {
+                        Slot::Duplicate(id)
+                    } else {
+                        Slot::Accepted(id)
+                    };
                     let span = spans.entry(agent).or_insert_with(|| AgentClaim {
                         agent_id: agent.to_owned(),
                         customer_id: job.customer_id.clone(),
@@ -788,7 +811,7 @@ async fn write_group_in<W: GroupWriter>(
                     if !ev.agent_versions.is_empty() {
                         heartbeats.push((job.customer_id.as_str(), ev.ts, &ev.agent_versions));
                     }
-                    job_slots.push(Slot::Accepted(id));
+                    job_slots.push(slot);
                 }
             }
         }

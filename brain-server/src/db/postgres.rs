@@ -400,9 +400,10 @@ impl GroupWriter for PgWriter<'_> {
         rows: &[NewDeadLetter],
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
+        // 7 columns × 1000 rows: under the bind limit.
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut qb = QueryBuilder::<Postgres>::new(
-                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message) ",
+                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message, dedupe_key) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.customer_id.clone())
@@ -410,8 +411,10 @@ impl GroupWriter for PgWriter<'_> {
                     .push_bind(r.event_id.clone())
                     .push_bind(r.raw.clone())
                     .push_bind(r.reason.clone())
-                    .push_bind(r.message.clone());
+                    .push_bind(r.message.clone())
+                    .push_bind(r.dedupe_key());
             });
+            qb.push(" ON CONFLICT (dedupe_key) DO NOTHING");
             qb.build().execute(&mut *self.0).await?;
         }
         Ok(())

@@ -363,7 +363,7 @@ impl GroupWriter for SqliteWriter<'_, '_> {
         let now = now.timestamp_millis();
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message) ",
+                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message, dedupe_key) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.customer_id.clone())
@@ -371,8 +371,10 @@ impl GroupWriter for SqliteWriter<'_, '_> {
                     .push_bind(r.event_id.clone())
                     .push_bind(r.raw.clone())
                     .push_bind(r.reason.clone())
-                    .push_bind(r.message.clone());
+                    .push_bind(r.message.clone())
+                    .push_bind(r.dedupe_key());
             });
+            qb.push(" ON CONFLICT (dedupe_key) DO NOTHING");
             qb.build().execute(&mut **self.0).await?;
         }
         Ok(())

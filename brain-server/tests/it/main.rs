@@ -55,6 +55,7 @@ both!(
     dashboard_needs_the_admin_token,
     database_down_is_503,
     page_and_health,
+    a_resend_completes_a_write_whose_follow_up_failed,
 );
 
 async fn ingest_single_and_batch(backend: Backend) {
@@ -930,5 +931,86 @@ async fn page_and_health(backend: Backend) {
         .await
         .unwrap();
     assert!(metrics.contains("brain_ingest_commits_total"));
+    app.stop().await;
+}
+
+/// A follow-up statement (here: the heartbeat's agent versions) fails after the events were
+/// written (on Postgres they are committed by then; SQLite rolls the whole group back). The
+/// client's resend of the same body must complete the write: the heartbeat, now a duplicate,
+/// still sets the agent's version, and the dead letter is not stored twice.
+async fn a_resend_completes_a_write_whose_follow_up_failed(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    // Setting an agent's version fails while `fail_versions` has a row.
+    match app.store() {
+        brain_server::Store::Postgres(pool) => {
+            sqlx::raw_sql(
+                "CREATE TABLE fail_versions (x int); INSERT INTO fail_versions VALUES (1); \
+                 CREATE FUNCTION fail_versions() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                   IF NEW.agent_version IS DISTINCT FROM OLD.agent_version \
+                      AND EXISTS (SELECT 1 FROM fail_versions) THEN \
+                     RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER fail_versions BEFORE UPDATE ON agents \
+                   FOR EACH ROW EXECUTE FUNCTION fail_versions();",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        brain_server::Store::Sqlite(pool) => {
+            sqlx::raw_sql(
+                "CREATE TABLE fail_versions (x INTEGER); INSERT INTO fail_versions VALUES (1); \
+                 CREATE TRIGGER fail_versions BEFORE UPDATE OF agent_version ON agents \
+                   WHEN EXISTS (SELECT 1 FROM fail_versions) \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    }
+    let heartbeat = event(
+        "heartbeat",
+        "agent_hb",
+        None,
+        json!({"paperclip_uptime_s": 1, "agent_runtime_count": 1, "host_load_1m": 0.1,
+               "agent_versions": {"agent_hb": "2.1.0"}}),
+    );
+    let bad = event("telepathy", "agent_hb", None, json!({}));
+    let body = json!([heartbeat, bad]);
+
+    let resp = app.post_events(&key, &body).await;
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+
+    match app.store() {
+        brain_server::Store::Postgres(pool) => {
+            sqlx::query("DELETE FROM fail_versions")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        brain_server::Store::Sqlite(pool) => {
+            sqlx::query("DELETE FROM fail_versions")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    let (status, resp) = app.ingest(&key, &body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["results"][1]["status"], "rejected", "{resp}");
+    let agent = app.store().agent("agent_hb").await.unwrap().unwrap();
+    assert_eq!(agent.agent_version.as_deref(), Some("2.1.0"));
+    assert_eq!(app.store().count_events().await.unwrap(), 1);
+    let dead = app.store().dead_letters("acme", 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].reason, "unknown_event_type");
+
+    // A third identical send changes nothing.
+    let (_, resp) = app.ingest(&key, &body).await;
+    assert_eq!(resp["duplicate"], 1, "{resp}");
+    assert_eq!(app.store().dead_letters("acme", 10).await.unwrap().len(), 1);
     app.stop().await;
 }
