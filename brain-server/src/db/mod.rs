@@ -629,7 +629,8 @@ struct AgentClaim {
 trait GroupWriter {
     /// Upserts the group's agents (a new agent is claimed by its claim's customer; the
     /// claimer's own agents have their span widened) and inserts the `rows` whose agent the
-    /// row's customer owns, skipping stored `event_id`s. Returns the owner of each claimed
+    /// row's customer owns (of those, the first row of each `event_id`; `rows` are sorted by
+    /// id, stably), skipping stored `event_id`s. Returns the owner of each claimed
     /// agent it could see (a missing one needs [`Self::agent_owners`]) and the inserted ids.
     async fn upsert_agents_insert_events(
         &mut self,
@@ -642,7 +643,8 @@ trait GroupWriter {
         &mut self,
         agent_ids: &[String],
     ) -> Result<HashMap<String, String>, sqlx::Error>;
-    /// Inserts events, skipping stored `event_id`s; returns the ids actually inserted.
+    /// Inserts events (one row per `event_id`), skipping stored `event_id`s; returns the ids
+    /// actually inserted.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
@@ -666,6 +668,12 @@ trait GroupWriter {
     ) -> Result<(), sqlx::Error>;
 }
 
+/// The first row of each `event_id` in `rows` (sorted by id, stably: the first in group order).
+fn first_per_id(mut rows: Vec<EventRow<'_>>) -> Vec<EventRow<'_>> {
+    rows.dedup_by_key(|r| r.event_id);
+    rows
+}
+
 /// Rows per multi-row statement (8 columns × 1000 stays under both backends' bind limits).
 const CHUNK_ROWS: usize = 1000;
 
@@ -677,9 +685,10 @@ async fn write_group_in<W: GroupWriter>(
 ) -> Result<Vec<Vec<EventResult>>, DbError> {
     // 1. Claims: the first request of the group that names an agent claims it for its
     //    customer (an existing owner is never replaced); the span covers that customer's
-    //    events of the agent. Candidate rows: every valid event, first occurrence of an id.
+    //    events of the agent. Candidate rows: every valid event. An id repeated in the group
+    //    is deduped only among the rows whose sender owns the agent (by the backend's insert),
+    //    so that a copy under a forbidden agent cannot shadow the owner's copy.
     let mut claims: BTreeMap<&str, AgentClaim> = BTreeMap::new();
-    let mut seen_in_group: HashSet<Uuid> = HashSet::new();
     let mut rows = Vec::new();
     for job in jobs {
         for item in &job.items {
@@ -696,20 +705,19 @@ async fn write_group_in<W: GroupWriter>(
                 claim.first = claim.first.min(ev.ts);
                 claim.last = claim.last.max(ev.ts);
             }
-            if seen_in_group.insert(ev.event_id) {
-                rows.push(EventRow {
-                    event_id: ev.event_id,
-                    ts: ev.ts,
-                    customer_id: &job.customer_id,
-                    agent_id: &ev.agent_id,
-                    run_id: ev.run_id.as_deref(),
-                    event_type: ev.event_type,
-                    payload: &ev.payload,
-                });
-            }
+            rows.push(EventRow {
+                event_id: ev.event_id,
+                ts: ev.ts,
+                customer_id: &job.customer_id,
+                agent_id: &ev.agent_id,
+                run_id: ev.run_id.as_deref(),
+                event_type: ev.event_type,
+                payload: &ev.payload,
+            });
         }
     }
-    // Sorted by event_id, so that concurrent writers lock the unique index in one order.
+    // Sorted by event_id, so that concurrent writers lock the unique index in one order. The
+    // sort is stable: rows with one id stay in group order, the first is the one stored.
     rows.sort_by_key(|r| r.event_id);
     let claims: Vec<AgentClaim> = claims.into_values().collect();
 
@@ -734,6 +742,7 @@ async fn write_group_in<W: GroupWriter>(
             .filter(|r| owners.get(r.agent_id).map(String::as_str) == Some(r.customer_id))
             .copied()
             .collect();
+        let late = first_per_id(late);
         if !late.is_empty() {
             inserted.extend(w.insert_events(&late, now).await?);
         }

@@ -275,7 +275,8 @@ impl GroupWriter for PgWriter<'_> {
         // lock on existing rows); widen the span of the claimer's own agents (only when
         // `last_seen_at` advances by more than a second, so concurrent writers rarely wait on
         // a hot agent row: it is exact to within 1 s); insert the events whose agent belongs
-        // to their customer; report every visible owner and every inserted id.
+        // to their customer (of an id repeated among those, the first in group order: the
+        // array's order); report every visible owner and every inserted id.
         let out: Vec<(Option<String>, Option<String>, Option<Uuid>)> = sqlx::query_as(
             "WITH s AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
                           AS s(agent_id, customer_id, first, last)), \
@@ -292,12 +293,12 @@ impl GroupWriter for PgWriter<'_> {
                         UNION ALL \
                         SELECT a.agent_id, a.customer_id FROM agents a JOIN s ON a.agent_id = s.agent_id), \
              ev AS (INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) \
-                    SELECT e.id, e.ts, $5, e.customer_id, e.agent_id, e.run_id, e.event_type, e.payload::jsonb \
+                    SELECT DISTINCT ON (e.id) e.id, e.ts, $5, e.customer_id, e.agent_id, e.run_id, e.event_type, e.payload::jsonb \
                     FROM UNNEST($6::uuid[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
-                      AS e(id, ts, customer_id, agent_id, run_id, event_type, payload) \
+                      WITH ORDINALITY AS e(id, ts, customer_id, agent_id, run_id, event_type, payload, ord) \
                     WHERE EXISTS (SELECT 1 FROM owners o \
                                   WHERE o.agent_id = e.agent_id AND o.customer_id = e.customer_id) \
-                    ORDER BY e.id \
+                    ORDER BY e.id, e.ord \
                     ON CONFLICT (event_id) DO NOTHING RETURNING event_id) \
              SELECT agent_id, customer_id, NULL::uuid FROM owners \
              UNION ALL \

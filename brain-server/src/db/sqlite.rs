@@ -284,6 +284,7 @@ impl GroupWriter for SqliteWriter<'_, '_> {
             .filter(|r| owners.get(r.agent_id).map(String::as_str) == Some(r.customer_id))
             .copied()
             .collect();
+        let own = super::first_per_id(own);
         let inserted = self.insert_events(&own, now).await?;
         Ok((owners, inserted))
     }

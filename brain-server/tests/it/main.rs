@@ -56,6 +56,7 @@ both!(
     database_down_is_503,
     page_and_health,
     a_resend_completes_a_write_whose_follow_up_failed,
+    a_forbidden_copy_does_not_shadow_the_owners_event,
 );
 
 async fn ingest_single_and_batch(backend: Backend) {
@@ -1013,4 +1014,110 @@ async fn a_resend_completes_a_write_whose_follow_up_failed(backend: Backend) {
     assert_eq!(resp["duplicate"], 1, "{resp}");
     assert_eq!(app.store().dead_letters("acme", 10).await.unwrap().len(), 1);
     app.stop().await;
+}
+
+/// One group holds, in this order, another customer's copy of an event under an agent it does
+/// not own, then the owner's copy of the same `event_id`. The forbidden copy is rejected; the
+/// owner's is stored and accepted (not a `duplicate` of something never stored).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test queues requests from tasks while the writer is held"
+)]
+async fn a_forbidden_copy_does_not_shadow_the_owners_event(backend: Backend) {
+    let opts = Options {
+        limits: brain_server::config::Limits {
+            pg_writers: 1,
+            ..limits(10_000, 10_000)
+        },
+        ..Options::default()
+    };
+    let Some(app) = spawn_app_with(backend, opts).await else {
+        return;
+    };
+    let acme = app.mint("acme").await;
+    let globex = app.mint("globex").await;
+    let (_, body) = app
+        .ingest(&acme, &tool_call("agent_x", "Bash", true, 1))
+        .await;
+    assert_eq!(body["accepted"], 1);
+
+    // Hold the writer on a lock so that the next requests queue up into one group.
+    let lock = match app.store() {
+        brain_server::Store::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            Lock::Pg(tx)
+        }
+        brain_server::Store::Sqlite(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(
+                "INSERT INTO customers (customer_id, name, created_at) VALUES ('lock', 'lock', 0)",
+            )
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            Lock::Sqlite(tx)
+        }
+    };
+    let commits_before = app
+        .state
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let pause = Duration::from_millis(300);
+    let app = std::sync::Arc::new(app);
+    let blocker = {
+        let (app, acme) = (std::sync::Arc::clone(&app), acme.clone());
+        tokio::spawn(async move {
+            app.ingest(&acme, &tool_call("agent_x", "Bash", true, 2))
+                .await
+        })
+    };
+    tokio::time::sleep(pause).await; // the writer has taken the blocker and waits on the lock
+    let mut stolen = tool_call("agent_x", "Bash", true, 3);
+    let shared_id = stolen["event_id"].clone();
+    stolen["payload"]["tool_name"] = json!("Stolen");
+    let forbidden = {
+        let (app, globex) = (std::sync::Arc::clone(&app), globex.clone());
+        tokio::spawn(async move { app.ingest(&globex, &stolen).await })
+    };
+    tokio::time::sleep(pause).await;
+    let mut own = tool_call("agent_x", "Bash", true, 3);
+    own["event_id"] = shared_id.clone();
+    let owner = {
+        let (app, acme) = (std::sync::Arc::clone(&app), acme.clone());
+        tokio::spawn(async move { app.ingest(&acme, &own).await })
+    };
+    tokio::time::sleep(pause).await;
+    match lock {
+        Lock::Pg(tx) => tx.rollback().await.unwrap(),
+        Lock::Sqlite(tx) => tx.rollback().await.unwrap(),
+    }
+    assert_eq!(blocker.await.unwrap().1["accepted"], 1);
+    let (status, forbidden) = forbidden.await.unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{forbidden}");
+    assert_eq!(forbidden["results"][0]["error"]["code"], "agent_forbidden");
+    let (status, owner) = owner.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{owner}");
+    assert_eq!(owner["results"][0]["status"], "accepted", "{owner}");
+    // The two requests were written in one group (else this test proves nothing).
+    let commits = app
+        .state
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(commits - commits_before, 2, "blocker, then one group");
+    assert_eq!(app.store().count_events().await.unwrap(), 3);
+    let (_, tools) = app.admin_get("/v1/dashboard/tools?window=24h").await;
+    assert!(!tools.to_string().contains("Stolen"), "{tools}");
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
+/// A transaction that holds the ingest writer back.
+enum Lock<'a> {
+    Pg(sqlx::Transaction<'a, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'a, sqlx::Sqlite>),
 }
