@@ -152,7 +152,30 @@ impl From<SpoolError> for Stop {
 /// # Errors
 /// [`FlushError`] when the spool cannot be used or the client cannot be built; delivery
 /// problems are not errors but outcomes, see [`FlushOutcome`].
+///
+/// A spool that SQLite finds corrupt while flushing (damage past the header shows only when
+/// a statement reads the damaged page) is moved aside as at open, and the flush runs once
+/// more on the fresh spool.
 pub fn flush(
+    settings: &Settings,
+    mode: FlushMode,
+    lease_token: Option<&str>,
+) -> Result<FlushReport, FlushError> {
+    match flush_once(settings, mode, lease_token) {
+        Err(FlushError::Spool(e)) if e.is_corruption() => {
+            tracing::warn!(error = %e, "the spool is corrupt; moving it aside");
+            let mut spool = Spool::open_with(&settings.spool_path, settings.spool_options())?;
+            if spool.recovered_from().is_none() {
+                spool.recover()?;
+            }
+            drop(spool);
+            flush_once(settings, mode, None)
+        }
+        other => other,
+    }
+}
+
+fn flush_once(
     settings: &Settings,
     mode: FlushMode,
     lease_token: Option<&str>,

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::cli::{Command, ErrorArgs, SessionEndArgs, SessionStartArgs};
 use crate::config::{AgentIdSource, Settings};
 use crate::flush::LEASE_TTL_MS;
-use crate::spool::{Spool, StoredLedger};
+use crate::spool::{Spool, SpoolError, StoredLedger};
 use crate::usage::{ModelUsage, SessionLedger};
 
 /// Most attempts at saving a session ledger when another hook saved it concurrently.
@@ -66,14 +66,56 @@ struct HookInput {
 /// Anything that kept the event from being queued; the caller records it and still exits 0.
 pub(crate) fn run(command: &Command, settings: &Settings, stdin: impl Read) -> anyhow::Result<()> {
     let now = Utc::now();
+    // Read stdin once, before anything can fail and be retried.
+    let input = match command {
+        Command::ToolStart | Command::ToolCall | Command::LlmUsage => Some(read_input(stdin)?),
+        _ => None,
+    };
     let mut spool = Spool::open_with(&settings.spool_path, settings.spool_options())
         .with_context(|| format!("opening the spool {}", settings.spool_path.display()))?;
     if settings.agent_id_source == AgentIdSource::HostFallback {
         // Rare (misconfigured box): say so where `status` shows it.
         let _ = spool.set_meta("agent_id_fallback", settings.agent_id.as_str());
     }
+    let token = match enqueue(command, settings, &mut spool, input.as_ref(), now) {
+        // Damage past the header shows only when a statement reads the damaged page: replace
+        // the file as at open, and do the work once more on the fresh spool.
+        Err(e) if is_spool_corruption(&e) => {
+            spool
+                .recover()
+                .with_context(|| format!("replacing the corrupt spool ({e:#})"))?;
+            enqueue(command, settings, &mut spool, input.as_ref(), now)?
+        }
+        other => other?,
+    };
+    if let Some(token) = token
+        && let Err(e) = spawn_flusher(settings, &token)
+    {
+        let _ = spool.release_lease(&token);
+        return Err(e.context("starting the background flusher"));
+    }
+    Ok(())
+}
+
+/// Whether `e` comes from SQLite finding the spool corrupt.
+pub(crate) fn is_spool_corruption(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<SpoolError>())
+        .any(SpoolError::is_corruption)
+}
+
+/// Builds the hook's events and queues them; returns a lease token claimed for a background
+/// flusher.
+fn enqueue(
+    command: &Command,
+    settings: &Settings,
+    spool: &mut Spool,
+    input: Option<&HookInput>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
     let claim = settings.can_deliver();
-    let token = match command {
+    let input = || input.context("no hook input");
+    Ok(match command {
         Command::SessionStart(args) => {
             let event = session_start(settings, args, now)?;
             spool.enqueue_and_claim(&[event], claim, LEASE_TTL_MS)?.1
@@ -87,21 +129,21 @@ pub(crate) fn run(command: &Command, settings: &Settings, stdin: impl Read) -> a
             spool.enqueue_and_claim(&[event], claim, LEASE_TTL_MS)?.1
         }
         Command::ToolStart => {
-            let input = read_input(stdin)?;
-            let id = input
+            let id = input()?
                 .tool_use_id
+                .as_deref()
                 .filter(|id| !id.is_empty())
                 .context("PreToolUse input has no tool_use_id")?;
-            spool.record_tool_start(&id, now.timestamp_millis())?;
+            spool.record_tool_start(id, now.timestamp_millis())?;
             None
         }
         Command::ToolCall => {
-            let input = read_input(stdin)?;
-            let tool_use_id = input.tool_use_id.clone().filter(|id| !id.is_empty());
+            let input = input()?;
+            let tool_use_id = input.tool_use_id.as_deref().filter(|id| !id.is_empty());
             let mut build_error = None;
             let (_, token) = spool.take_tool_start_and_enqueue(
-                tool_use_id.as_deref(),
-                |started| match tool_call_event(settings, &input, started, now) {
+                tool_use_id,
+                |started| match tool_call_event(settings, input, started, now) {
                     Ok(e) => Some(e),
                     Err(e) => {
                         build_error = Some(e);
@@ -116,21 +158,11 @@ pub(crate) fn run(command: &Command, settings: &Settings, stdin: impl Read) -> a
             }
             token
         }
-        Command::LlmUsage => {
-            let input = read_input(stdin)?;
-            llm_usage(settings, &mut spool, &input, now, claim)?
-        }
+        Command::LlmUsage => llm_usage(settings, spool, input()?, now, claim)?,
         Command::Flush(_) | Command::Status(_) | Command::Import(_) => {
             bail!("not a hook subcommand")
         }
-    };
-    if let Some(token) = token
-        && let Err(e) = spawn_flusher(settings, &token)
-    {
-        let _ = spool.release_lease(&token);
-        return Err(e.context("starting the background flusher"));
-    }
-    Ok(())
+    })
 }
 
 fn read_input(mut stdin: impl Read) -> anyhow::Result<HookInput> {

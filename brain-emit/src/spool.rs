@@ -18,7 +18,10 @@
 //! Every write is one short `BEGIN IMMEDIATE` transaction, so hundreds of hook processes can
 //! enqueue at the same moment: they queue on SQLite's lock (with a busy timeout) instead of
 //! failing. A file that SQLite reports as corrupt or not a database is moved aside and a
-//! fresh spool is started, so a damaged file never stops the agent.
+//! fresh spool is started, so a damaged file never stops the agent: at open, and (damage past
+//! the header only shows when a statement reads the damaged page) whenever a hook, flush or
+//! heartbeat statement fails with SQLITE_CORRUPT / SQLITE_NOTADB: the caller calls
+//! [`Spool::recover`] and retries its operation once.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -136,6 +139,17 @@ pub enum SpoolError {
     Serialize(#[from] serde_json::Error),
 }
 
+impl SpoolError {
+    /// Whether SQLite found the file corrupt or not a database (SQLITE_CORRUPT,
+    /// SQLITE_NOTADB): the cue for [`Spool::recover`].
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            SpoolError::Query(e) | SpoolError::Open { source: e, .. } => is_corruption(e),
+            _ => false,
+        }
+    }
+}
+
 /// Figures about a spool, for `status` and the heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SpoolStats {
@@ -203,6 +217,14 @@ pub struct Spool {
     path: PathBuf,
     options: SpoolOptions,
     recovered_from: Option<PathBuf>,
+    /// (device, inode) of the file opened, to tell whether another process already replaced
+    /// it when this one finds it corrupt.
+    file_id: Option<(u64, u64)>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -242,6 +264,7 @@ impl Spool {
         }
         match open_conn(&path) {
             Ok(conn) => Ok(Spool {
+                file_id: file_id(&path),
                 conn,
                 path,
                 options,
@@ -251,28 +274,62 @@ impl Spool {
                 let aside = move_aside(&path)?;
                 let conn = open_conn(&path)?;
                 let mut spool = Spool {
+                    file_id: file_id(&path),
                     conn,
                     path,
                     options,
-                    recovered_from: Some(aside.clone()),
+                    recovered_from: None,
                 };
-                let name = aside
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                spool.set_meta("recovered_from", &name)?;
-                // Ledgers created from now on ignore usage logged before this time (see
-                // `crate::usage::SessionLedger::ignoring_before`).
-                spool.set_meta(RECOVERED_AT_MS, &now_ms().to_string())?;
-                spool.set_meta(
-                    "last_error",
-                    &format!("the spool was corrupt; moved aside to {name}"),
-                )?;
-                spool.set_meta("last_error_at_ms", &now_ms().to_string())?;
+                spool.note_recovery(aside)?;
                 Ok(spool)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Replaces a spool found corrupt after it was opened (a statement failed with
+    /// SQLITE_CORRUPT or SQLITE_NOTADB, see [`SpoolError::is_corruption`]): closes it, moves the
+    /// file aside as [`Spool::open`] does, and continues on a fresh file. When another process
+    /// already replaced the file, this one just switches to the replacement.
+    ///
+    /// # Errors
+    /// [`SpoolError`] when the file cannot be moved or the fresh one cannot be created.
+    pub fn recover(&mut self) -> Result<(), SpoolError> {
+        // Close first: SQLite addresses the WAL by name, and after the rename that name
+        // belongs to the fresh file.
+        let placeholder = Connection::open_in_memory()?;
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        let still_ours = self.file_id.is_some() && file_id(&self.path) == self.file_id;
+        let aside = if still_ours {
+            Some(move_aside(&self.path)?)
+        } else {
+            None
+        };
+        self.conn = open_conn(&self.path)?;
+        self.file_id = file_id(&self.path);
+        if let Some(aside) = aside {
+            self.note_recovery(aside)?;
+        }
+        Ok(())
+    }
+
+    /// Records on a fresh spool that it replaced the corrupt file now at `aside`.
+    fn note_recovery(&mut self, aside: PathBuf) -> Result<(), SpoolError> {
+        let name = aside
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.recovered_from = Some(aside);
+        self.set_meta("recovered_from", &name)?;
+        // Ledgers created from now on ignore usage logged before this time (see
+        // `crate::usage::SessionLedger::ignoring_before`).
+        self.set_meta(RECOVERED_AT_MS, &now_ms().to_string())?;
+        self.set_meta(
+            "last_error",
+            &format!("the spool was corrupt; moved aside to {name}"),
+        )?;
+        self.set_meta("last_error_at_ms", &now_ms().to_string())?;
+        Ok(())
     }
 
     /// The spool file's path.

@@ -155,7 +155,16 @@ fn heartbeat(cli: &Cli, settings: &Settings) -> anyhow::Result<Option<FlushRepor
     };
     let mut spool = Spool::open_with(&settings.spool_path, settings.spool_options())
         .with_context(|| format!("opening the spool {}", settings.spool_path.display()))?;
-    let stats = spool.stats().context("reading the spool's figures")?;
+    // A spool damaged past its header shows only when a statement reads the damaged page:
+    // replace it as brain-emit's hooks do, and carry on.
+    let stats = match spool.stats() {
+        Err(e) if e.is_corruption() => {
+            spool.recover().context("replacing the corrupt spool")?;
+            spool.stats()
+        }
+        other => other,
+    }
+    .context("reading the spool's figures")?;
     let payload = collect(load, docker, &stats);
     let event = Event::new(
         uuid::Uuid::new_v4(),
@@ -165,7 +174,14 @@ fn heartbeat(cli: &Cli, settings: &Settings) -> anyhow::Result<Option<FlushRepor
         Payload::Heartbeat(payload),
     )
     .context("building the heartbeat event")?;
-    spool.enqueue(&event).context("spooling the heartbeat")?;
+    match spool.enqueue(&event) {
+        Err(e) if e.is_corruption() => {
+            spool.recover().context("replacing the corrupt spool")?;
+            spool.enqueue(&event)
+        }
+        other => other,
+    }
+    .context("spooling the heartbeat")?;
     drop(spool);
     if cli.no_flush {
         return Ok(None);

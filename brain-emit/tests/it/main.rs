@@ -1251,3 +1251,90 @@ fn after_a_spool_recovery_a_lost_ledger_does_not_re_emit_old_usage() {
     assert_eq!(usage_rows(&sb).len(), 1);
     assert_eq!(sb.hook_log(), "");
 }
+
+/// A spool with `n` queued error events, checkpointed into the main file (so a damaged page
+/// is read from there, not from the WAL), then page 3 overwritten with garbage.
+fn spool_corrupt_in_the_middle(sb: &Sandbox, n: usize) {
+    {
+        let mut spool = Spool::open(&sb.spool).unwrap();
+        let events: Vec<Event> = (0..n)
+            .map(|i| {
+                Event::new(
+                    uuid::Uuid::new_v4(),
+                    Utc::now(),
+                    AgentId::parse("agent_test_1").unwrap(),
+                    None,
+                    Payload::Error(shared_proto::ErrorPayload {
+                        kind: "k".into(),
+                        message_120c: format!("queued before the damage {i}"),
+                        ..shared_proto::ErrorPayload::default()
+                    }),
+                )
+                .unwrap()
+            })
+            .collect();
+        spool.enqueue_all(&events).unwrap();
+    }
+    let conn = rusqlite::Connection::open(&sb.spool).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&sb.spool).unwrap();
+    assert!(bytes.len() > 4096 * 8, "the spool spans many pages");
+    bytes[4096 * 2..4096 * 3].fill(0xA5);
+    std::fs::write(&sb.spool, bytes).unwrap();
+}
+
+fn corrupt_aside(sb: &Sandbox) -> Vec<String> {
+    std::fs::read_dir(sb.spool.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("spool.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+        })
+        .collect()
+}
+
+#[test]
+fn a_spool_corrupt_past_its_header_is_recovered_by_the_next_hook() {
+    let sb = Sandbox::new();
+    spool_corrupt_in_the_middle(&sb, 2000);
+    let out = sb.hook(
+        &["error", "--kind", "k", "--message", "after the damage"],
+        b"",
+    );
+    assert!(out.stderr.is_empty());
+    let rows = sb.rows();
+    assert_eq!(rows.len(), 1, "log: {}", sb.hook_log());
+    assert_eq!(rows[0]["payload"]["message_120c"], "after the damage");
+    let aside = corrupt_aside(&sb);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let status = sb.status();
+    assert_eq!(status["recovered_from"], aside[0].as_str());
+    // Further hooks use the fresh spool as usual.
+    sb.hook(&["error", "--kind", "k", "--message", "next"], b"");
+    assert_eq!(sb.rows().len(), 2);
+    assert_eq!(corrupt_aside(&sb).len(), 1);
+}
+
+#[test]
+fn a_spool_corrupt_past_its_header_is_recovered_by_a_flush() {
+    let sb = Sandbox::new();
+    spool_corrupt_in_the_middle(&sb, 2000);
+    let (port, upstream) = edge_case_upstream(500, false);
+    let out = flush_wait_against(&sb, port);
+    stop_upstream(port);
+    upstream.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(corrupt_aside(&sb).len(), 1);
+    let status = sb.status();
+    assert!(status["recovered_from"].is_string(), "{status}");
+    assert_eq!(status["depth"], 0);
+    sb.hook(&["error", "--kind", "k", "--message", "next"], b"");
+    assert_eq!(sb.rows().len(), 1);
+}
