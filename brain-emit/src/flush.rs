@@ -181,6 +181,11 @@ fn flush_once(
     lease_token: Option<&str>,
 ) -> Result<FlushReport, FlushError> {
     let mut spool = Spool::open_with(&settings.spool_path, settings.spool_options())?;
+    // Housekeeping that must stay off the hook path.
+    let (compacted, deleted) = spool.prune_ledgers()?;
+    if compacted + deleted > 0 {
+        tracing::debug!(compacted, deleted, "pruned idle session ledgers");
+    }
     let (Some(url), Some(key)) = (settings.url.as_deref(), settings.api_key_plain()) else {
         let mut report = FlushReport::new(FlushOutcome::NotConfigured);
         report.remaining = spool.depth()?;

@@ -9,7 +9,9 @@
 //!   the size bound costs O(1) per enqueue) and the drop counts.
 //! - `dead_letters`: events the server rejected, with its code and message.
 //! - `tool_starts`: `tool_use_id` → start time, for pairing PreToolUse with PostToolUse.
-//! - `ledgers`: per Claude session, the serialized [`crate::usage::SessionLedger`].
+//! - `ledgers`: per Claude session, the serialized [`crate::usage::SessionLedger`]; flushes
+//!   compact ledgers idle for 30 days to tombstones (see `Spool::prune_ledgers`). Not counted
+//!   toward the size bound, which covers the queue.
 //! - `meta`: key/value notes (last error, last success, configuration error, retry schedule,
 //!   and, on a spool that replaced a corrupt one, the moved-aside name and the recovery time:
 //!   ledgers created after it ignore usage logged before it).
@@ -55,6 +57,15 @@ const CHECKPOINT_BUSY_MS: u64 = 20;
 
 /// Most dead letters kept locally; older ones are deleted first.
 const MAX_DEAD_LETTERS: i64 = 10_000;
+
+/// A session ledger not updated for this long is compacted to a tombstone, in ms (30 days).
+const LEDGER_IDLE_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// A tombstone not touched for this long is deleted, in ms (365 days).
+const LEDGER_TOMBSTONE_TTL_MS: i64 = 365 * 24 * 3600 * 1000;
+
+/// How often a flush prunes ledgers, at most, in ms.
+const LEDGER_PRUNE_EVERY_MS: i64 = 3600 * 1000;
 
 /// `tool_starts` rows older than this are forgotten (their PostToolUse never came), in ms.
 const TOOL_START_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -603,6 +614,54 @@ impl Spool {
                 },
             )
             .optional()?)
+    }
+
+    /// Bounds the `ledgers` table (called by flushes, never by hooks; at most once per
+    /// [`LEDGER_PRUNE_EVERY_MS`]).
+    ///
+    /// A ledger not updated for 30 days is replaced by a tombstone: a ledger with no offsets
+    /// and no counts that ignores usage logged before the pruning (see
+    /// `SessionLedger::ignoring_before`), a few dozen bytes. A session resumed later then
+    /// reports only its new usage instead of its whole history again. Tombstones untouched
+    /// for a year are deleted. Returns (compacted, deleted).
+    ///
+    /// Ledger bytes are not counted toward [`SpoolOptions::max_bytes`] (that bound covers the
+    /// queue, kept exact by triggers); pruning is what keeps this table small: live ledgers
+    /// of the last 30 days, plus ~50 bytes per older session.
+    pub(crate) fn prune_ledgers(&mut self) -> Result<(u64, u64), SpoolError> {
+        let now = now_ms();
+        let last: Option<i64> = self
+            .meta("ledgers_pruned_at_ms")?
+            .and_then(|v| v.parse().ok());
+        if last.is_some_and(|t| now - t < LEDGER_PRUNE_EVERY_MS && t <= now) {
+            return Ok((0, 0));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tombstone = format!(r#"{{"v":{},"since":{now}}}"#, crate::usage::LEDGER_FORMAT);
+        // A tombstone is the only ledger without `offsets`. The version bump makes a hook
+        // that loaded the old state redo its work from the tombstone.
+        let compacted = tx.execute(
+            "UPDATE ledgers SET state = ?1, version = version + 1, updated_at_ms = ?2
+             WHERE updated_at_ms < ?3 AND json_valid(state) AND json_type(state, '$.offsets') IS NOT NULL",
+            params![tombstone, now, now - LEDGER_IDLE_MS],
+        )?;
+        let deleted = tx.execute(
+            "DELETE FROM ledgers WHERE updated_at_ms < ?1
+             AND json_valid(state) AND json_type(state, '$.offsets') IS NULL",
+            [now - LEDGER_TOMBSTONE_TTL_MS],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('ledgers_pruned_at_ms', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [now.to_string()],
+        )?;
+        tx.commit()?;
+        Ok((
+            u64::try_from(compacted).unwrap_or(0),
+            u64::try_from(deleted).unwrap_or(0),
+        ))
     }
 
     /// Saves a ledger and queues its events in one transaction, provided nobody saved the

@@ -1338,3 +1338,54 @@ fn a_spool_corrupt_past_its_header_is_recovered_by_a_flush() {
     sb.hook(&["error", "--kind", "k", "--message", "next"], b"");
     assert_eq!(sb.rows().len(), 1);
 }
+
+#[test]
+fn a_flush_compacts_ledgers_idle_for_30_days_without_recounting_them() {
+    let sb = Sandbox::new();
+    let old_session = "ae4a77f8-aedd-4bc1-888f-c94edc91af04";
+    let main = fixture(&format!("transcripts/{old_session}.jsonl"));
+    let mut end = payloads("session_end.json").remove(0);
+    end["session_id"] = json!(old_session);
+    end["transcript_path"] = json!(main);
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&end).unwrap());
+    let mut recent = end.clone();
+    recent["session_id"] = json!("short");
+    recent["transcript_path"] = json!(fixture("transcripts/short.jsonl"));
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&recent).unwrap());
+    let queued = usage_rows(&sb).len();
+    let conn = rusqlite::Connection::open(&sb.spool).unwrap();
+    let day_ms = 24 * 3600 * 1000_i64;
+    conn.execute(
+        "UPDATE ledgers SET updated_at_ms = ?1 WHERE session_key = ?2",
+        rusqlite::params![Utc::now().timestamp_millis() - 31 * day_ms, old_session],
+    )
+    .unwrap();
+    // A year-old tombstone goes entirely.
+    conn.execute(
+        "INSERT INTO ledgers VALUES ('ancient', '{\"v\":1,\"since\":0}', 3, ?1)",
+        [Utc::now().timestamp_millis() - 400 * day_ms],
+    )
+    .unwrap();
+    let size = |key: &str| -> Option<i64> {
+        conn.query_row(
+            "SELECT length(state) FROM ledgers WHERE session_key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    let (old_before, recent_before) = (size(old_session).unwrap(), size("short").unwrap());
+    assert!(old_before > 1000, "{old_before}");
+    // The hook path never prunes.
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&recent).unwrap());
+    assert_eq!(size(old_session), Some(old_before));
+    // A flush does (even one that cannot deliver).
+    sb.run(&["flush"], b"");
+    assert!(size(old_session).unwrap() < 64, "compacted to a tombstone");
+    assert_eq!(size("short"), Some(recent_before), "a live ledger is kept");
+    assert_eq!(size("ancient"), None);
+    // The session coming back reports nothing it reported before the pruning.
+    sb.hook(&["llm-usage"], &serde_json::to_vec(&end).unwrap());
+    assert_eq!(usage_rows(&sb).len(), queued);
+    assert_eq!(sb.hook_log(), "");
+}
