@@ -49,8 +49,22 @@ pub enum AgentIdSource {
     Flag,
     /// An environment variable or env-file key (its name).
     Configured(&'static str),
-    /// Nothing usable was configured; `host_<hostname>` is used instead.
+    /// Nothing usable was configured; `host_<first 32 chars of /etc/machine-id>` is used
+    /// instead (unique per installed system, unlike hostnames: default cloud hostnames repeat
+    /// across customers, and an agent id belongs to the first customer that sends it).
+    MachineIdFallback,
+    /// Nothing usable was configured and `/etc/machine-id` is unreadable: `host_<hostname>`.
     HostFallback,
+}
+
+impl AgentIdSource {
+    /// Whether the id was made up from the host because none was configured.
+    pub fn is_fallback(&self) -> bool {
+        matches!(
+            self,
+            AgentIdSource::MachineIdFallback | AgentIdSource::HostFallback
+        )
+    }
 }
 
 impl fmt::Display for AgentIdSource {
@@ -58,9 +72,12 @@ impl fmt::Display for AgentIdSource {
         match self {
             AgentIdSource::Flag => f.write_str("--agent-id"),
             AgentIdSource::Configured(name) => f.write_str(name),
-            AgentIdSource::HostFallback => {
-                f.write_str("hostname fallback (no agent id configured)")
+            AgentIdSource::MachineIdFallback => {
+                f.write_str("machine-id fallback (no agent id configured)")
             }
+            AgentIdSource::HostFallback => f.write_str(
+                "hostname fallback (no agent id configured, /etc/machine-id unreadable)",
+            ),
         }
     }
 }
@@ -210,14 +227,41 @@ fn resolve_agent_id(
             Err(e) => warnings.push(format!("ignoring agent id from {source}: it {e}")),
         }
     }
-    (host_agent_id(), AgentIdSource::HostFallback)
+    let machine_id = std::fs::read_to_string(MACHINE_ID_PATH).ok();
+    let hostname = || {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .unwrap_or_default()
+    };
+    host_agent_id(machine_id.as_deref(), hostname)
+}
+
+/// Where systemd keeps the installed system's unique id.
+const MACHINE_ID_PATH: &str = "/etc/machine-id";
+
+/// `host_<first 32 chars of the machine id>` when `machine_id` holds one, else
+/// `host_<hostname>`; characters outside the id alphabet are replaced by `_`.
+fn host_agent_id(
+    machine_id: Option<&str>,
+    hostname: impl FnOnce() -> String,
+) -> (AgentId, AgentIdSource) {
+    let machine: String = machine_id
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(32)
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    if !machine.is_empty()
+        && let Ok(id) = AgentId::parse(format!("host_{machine}"))
+    {
+        return (id, AgentIdSource::MachineIdFallback);
+    }
+    (hostname_agent_id(&hostname()), AgentIdSource::HostFallback)
 }
 
 /// `host_<hostname>`, with characters outside the id alphabet replaced by `_`.
-fn host_agent_id() -> AgentId {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default();
+fn hostname_agent_id(raw: &str) -> AgentId {
     let clean: String = raw
         .trim()
         .chars()
@@ -421,9 +465,27 @@ mod tests {
     fn agent_id_falls_back_to_host() {
         let s = sources("", &[("BRAIN_AGENT_ID", "bad id/with slash")]);
         let settings = Settings::resolve_from(&Overrides::default(), &s);
-        assert_eq!(settings.agent_id_source, AgentIdSource::HostFallback);
+        assert!(settings.agent_id_source.is_fallback());
         assert!(settings.agent_id.as_str().starts_with("host_"));
         assert_eq!(settings.warnings.len(), 1);
+    }
+
+    #[test]
+    fn host_fallback_prefers_the_machine_id() {
+        let (id, source) = host_agent_id(Some("3d1219c7c4c5404aaa1f6d2a48adfda4\n"), || {
+            unreachable!("the hostname is not needed")
+        });
+        assert_eq!(id.as_str(), "host_3d1219c7c4c5404aaa1f6d2a48adfda4");
+        assert_eq!(source, AgentIdSource::MachineIdFallback);
+        // Longer ids are cut to 32 characters.
+        let (id, _) = host_agent_id(Some(&"ab".repeat(40)), String::new);
+        assert_eq!(id.as_str().len(), "host_".len() + 32);
+        // Unreadable or empty: the hostname.
+        for machine_id in [None, Some(""), Some(" \n")] {
+            let (id, source) = host_agent_id(machine_id, || "ip-10-0-0-1.ec2.internal\n".into());
+            assert_eq!(id.as_str(), "host_ip-10-0-0-1.ec2.internal");
+            assert_eq!(source, AgentIdSource::HostFallback);
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use shared_proto::{
 use uuid::Uuid;
 
 use crate::cli::{Command, ErrorArgs, SessionEndArgs, SessionStartArgs};
-use crate::config::{AgentIdSource, Settings};
+use crate::config::Settings;
 use crate::flush::LEASE_TTL_MS;
 use crate::spool::{Spool, SpoolError, StoredLedger};
 use crate::usage::{ModelUsage, SessionLedger};
@@ -73,7 +73,7 @@ pub(crate) fn run(command: &Command, settings: &Settings, stdin: impl Read) -> a
     };
     let mut spool = Spool::open_with(&settings.spool_path, settings.spool_options())
         .with_context(|| format!("opening the spool {}", settings.spool_path.display()))?;
-    if settings.agent_id_source == AgentIdSource::HostFallback {
+    if settings.agent_id_source.is_fallback() {
         // Rare (misconfigured box): say so where `status` shows it.
         let _ = spool.set_meta("agent_id_fallback", settings.agent_id.as_str());
     }
