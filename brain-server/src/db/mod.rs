@@ -557,7 +557,7 @@ impl From<shared_proto::Event> for ValidEvent {
 }
 
 impl ValidEvent {
-    /// The envelope in wire form (for a dead letter).
+    /// The envelope rebuilt in wire form (for a dead letter whose original is unavailable).
     fn to_raw(&self) -> String {
         let mut v = serde_json::json!({
             "event_id": self.event_id.to_string(),
@@ -577,7 +577,32 @@ impl ValidEvent {
 #[derive(Debug)]
 pub(crate) struct WriteJob {
     pub(crate) customer_id: String,
+    /// The elements, in request order.
     pub(crate) items: Vec<Item>,
+    /// The body they came from, for the raw JSON of an element the writer rejects.
+    pub(crate) body: RequestBody,
+}
+
+/// A request body as received (after gunzip): a JSON envelope or an array of them. Moved
+/// along with the request, never copied; parsed again only for a rare rejection.
+pub(crate) struct RequestBody(pub(crate) Vec<u8>);
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestBody({} bytes)", self.0.len())
+    }
+}
+
+impl RequestBody {
+    /// The body's elements as sent (an object body is one element); empty if it does not
+    /// parse (it did once, so it does).
+    pub(crate) fn elements(&self) -> Vec<Value> {
+        match serde_json::from_slice(&self.0) {
+            Ok(Value::Array(items)) => items,
+            Ok(other) => vec![other],
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// An event row to insert (borrowing from the request).
@@ -761,7 +786,8 @@ async fn write_group_in<W: GroupWriter>(
     let mut slots: Vec<Vec<Slot>> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let mut job_slots = Vec::with_capacity(job.items.len());
-        for item in &job.items {
+        let mut originals: Option<Vec<Value>> = None;
+        for (i, item) in job.items.iter().enumerate() {
             match item {
                 Item::Rejected {
                     event_id,
@@ -790,7 +816,12 @@ async fn write_group_in<W: GroupWriter>(
                         dead.push(NewDeadLetter {
                             customer_id: job.customer_id.clone(),
                             event_id: Some(id.to_string()),
-                            raw: ev.to_raw(),
+                            // The element as sent (unknown fields, `ts` precision),
+                            // from the body parsed again: forbidden events are rare.
+                            raw: originals
+                                .get_or_insert_with(|| job.body.elements())
+                                .get(i)
+                                .map_or_else(|| ev.to_raw(), Value::to_string),
                             reason: "agent_forbidden".to_owned(),
                             message: message.clone(),
                         });

@@ -15,7 +15,7 @@ use serde_json::Value;
 use shared_proto::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
 use shared_proto::{BatchResponse, Event, EventStatus};
 
-use crate::db::{Item, WriteJob};
+use crate::db::{Item, RequestBody, WriteJob};
 use crate::error::ApiError;
 use crate::extract::CustomerKey;
 use crate::state::AppState;
@@ -57,15 +57,17 @@ pub(crate) async fn post_events(
         });
     }
 
+    let body = RequestBody(bytes);
     let mut reparsed = None;
     let items: Vec<Item> = elements
         .into_iter()
         .enumerate()
-        .map(|(i, el)| validate(el, || original_element(&bytes, i, &mut reparsed)))
+        .map(|(i, el)| validate(el, || original_element(&body, i, &mut reparsed)))
         .collect();
     let job = WriteJob {
         customer_id: key.customer_id,
         items,
+        body,
     };
     let reply = state.submit(job).map_err(|e| match e {
         SubmitError::Full | SubmitError::Closed => ApiError::Overloaded,
@@ -115,12 +117,8 @@ fn validate(element: Value, original: impl FnOnce() -> Value) -> Item {
 }
 
 /// Element `i` of the body as received, parsing the body again on first use.
-fn original_element(bytes: &[u8], i: usize, cache: &mut Option<Vec<Value>>) -> Value {
-    let elements = cache.get_or_insert_with(|| match serde_json::from_slice(bytes) {
-        Ok(Value::Array(items)) => items,
-        Ok(other) => vec![other],
-        Err(_) => Vec::new(),
-    });
+fn original_element(body: &RequestBody, i: usize, cache: &mut Option<Vec<Value>>) -> Value {
+    let elements = cache.get_or_insert_with(|| body.elements());
     elements.get(i).cloned().unwrap_or(Value::Null)
 }
 

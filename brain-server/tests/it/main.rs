@@ -57,6 +57,7 @@ both!(
     page_and_health,
     a_resend_completes_a_write_whose_follow_up_failed,
     a_forbidden_copy_does_not_shadow_the_owners_event,
+    a_forbidden_event_is_dead_lettered_as_sent,
 );
 
 async fn ingest_single_and_batch(backend: Backend) {
@@ -1120,4 +1121,40 @@ async fn a_forbidden_copy_does_not_shadow_the_owners_event(backend: Backend) {
 enum Lock<'a> {
     Pg(sqlx::Transaction<'a, sqlx::Postgres>),
     Sqlite(sqlx::Transaction<'a, sqlx::Sqlite>),
+}
+
+/// An `agent_forbidden` dead letter keeps the element as sent: an envelope field this server
+/// does not know, and a `ts` with microseconds, both survive.
+async fn a_forbidden_event_is_dead_lettered_as_sent(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let acme = app.mint("acme").await;
+    let globex = app.mint("globex").await;
+    let (_, body) = app
+        .ingest(&acme, &tool_call("agent_x", "Bash", true, 1))
+        .await;
+    assert_eq!(body["accepted"], 1);
+
+    let mut stolen = tool_call("agent_x", "Bash", true, 2);
+    stolen["ts"] = json!(
+        (chrono::Utc::now() - TimeDelta::minutes(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    );
+    stolen["future_envelope_field"] = json!({"nested": [1, 2.5, "x"]});
+    stolen["payload"]["unknown_payload_field"] = json!(7);
+    let own = tool_call("agent_g", "Bash", true, 3);
+    let (status, body) = app.ingest(&globex, &json!([own, stolen])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["results"][1]["error"]["code"], "agent_forbidden",
+        "{body}"
+    );
+    let dead = app.store().dead_letters("globex", 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].reason, "agent_forbidden");
+    assert_eq!(dead[0].event_id.as_deref(), stolen["event_id"].as_str());
+    let raw: Value = serde_json::from_str(&dead[0].raw).unwrap();
+    assert_eq!(raw, stolen);
+    app.stop().await;
 }
