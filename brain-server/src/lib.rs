@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dashboard/tools", get(dashboard::get_tools))
         .route("/v1/dashboard/health", get(dashboard::get_health))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -73,6 +74,17 @@ async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         axum::Json(ErrorBody::new("not_found", "no such endpoint")),
+    )
+}
+
+/// 405 for a known path with another method, in the error envelope.
+async fn method_not_allowed() -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(ErrorBody::new(
+            "method_not_allowed",
+            "this endpoint does not accept this method",
+        )),
     )
 }
 

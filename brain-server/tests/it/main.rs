@@ -923,6 +923,33 @@ async fn page_and_health(backend: Backend) {
     let resp = app.client.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_error(&resp.json().await.unwrap(), "not_found");
+    // A known path with another method: 405 in the error envelope.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/events"),
+        (reqwest::Method::DELETE, "/v1/events"),
+        (reqwest::Method::POST, "/v1/healthz"),
+        (reqwest::Method::PUT, "/v1/dashboard/overview"),
+    ] {
+        let resp = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(resp.headers().contains_key("allow"), "{method} {path}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        assert_error(&resp.json().await.unwrap(), "method_not_allowed");
+    }
     let metrics = app
         .client
         .get(app.url("/metrics"))
