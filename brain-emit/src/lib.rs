@@ -76,8 +76,14 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
                 };
             }
             if is_hook_line {
-                let settings = Settings::resolve(&Overrides::default());
-                output::record_hook_problem(&settings.spool_path, "command line", &e.to_string());
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let settings = Settings::resolve(&Overrides::default());
+                    output::record_hook_problem(
+                        &settings.spool_path,
+                        "command line",
+                        &e.to_string(),
+                    );
+                }));
                 return ExitCode::SUCCESS;
             }
             output::clap_error(&e);
@@ -85,7 +91,9 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         }
     };
     if cli.command.is_hook() {
-        run_hook(&cli);
+        // The whole hook, recording its problem included, runs under catch_unwind: a hook
+        // exits 0 whatever happens.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| run_hook(&cli)));
         return ExitCode::SUCCESS;
     }
     init_tracing();

@@ -4,12 +4,9 @@
 //! Hook subcommands never reach the stdout functions here; their problems go to
 //! [`record_hook_problem`], which appends to `brain-emit.log` beside the spool (rotated at
 //! 1 MiB) and falls back to stderr only when that file cannot be written.
-
-#![expect(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "the output module is the one place that prints"
-)]
+//!
+//! Nothing here uses `print!`/`eprint!`: they panic when the stream is closed (a hook whose
+//! stderr pipe was closed would exit 101). Every write ignores its failure instead.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,6 +17,20 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::flush::{FlushOutcome, FlushReport};
 use crate::spool::SpoolStats;
+
+/// `writeln!` to stderr, ignoring failure: `eprintln!` panics when stderr is closed.
+macro_rules! err_line {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `writeln!` to stdout, ignoring failure (a closed stdout pipe counts as success).
+macro_rules! out_line {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Size at which the hook log is rotated to `brain-emit.log.1`, in bytes.
 const LOG_ROTATE_BYTES: u64 = 1024 * 1024;
@@ -52,18 +63,19 @@ pub(crate) fn record_hook_problem(spool_path: &Path, command: &str, message: &st
         f.write_all(line.as_bytes())
     })();
     if written.is_err() {
-        eprint!("brain-emit: {line}");
+        // Never `eprint!`: it panics when stderr is closed, and a hook must not fail.
+        let _ = write!(std::io::stderr(), "brain-emit: {line}");
     }
 }
 
 /// An error of a non-hook subcommand, with its cause chain, on stderr.
 pub(crate) fn error(err: &anyhow::Error) {
-    eprintln!("brain-emit: error: {err:#}");
+    err_line!("brain-emit: error: {err:#}");
 }
 
 /// A warning on stderr (non-hook subcommands).
 pub(crate) fn warn(message: &str) {
-    eprintln!("brain-emit: warning: {message}");
+    err_line!("brain-emit: warning: {message}");
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
@@ -185,34 +197,38 @@ pub(crate) fn status(settings: &Settings, stats: &SpoolStats, json: bool) -> std
 /// Prints the result of `flush`: one line on stdout (or JSON-free text), the reason on stderr
 /// when the spool was not emptied.
 pub(crate) fn flush_report(report: &FlushReport) {
-    println!(
+    out_line!(
         "accepted {}, duplicate {}, rejected {}, remaining {}",
-        report.accepted, report.duplicate, report.rejected, report.remaining
+        report.accepted,
+        report.duplicate,
+        report.rejected,
+        report.remaining
     );
     match &report.outcome {
         FlushOutcome::Drained => {}
         FlushOutcome::NotConfigured => {
-            eprintln!("brain-emit: not configured: set BRAIN_URL and BRAIN_API_KEY");
+            err_line!("brain-emit: not configured: set BRAIN_URL and BRAIN_API_KEY");
         }
         FlushOutcome::LeaseBusy => {
-            eprintln!("brain-emit: another flusher is delivering this spool")
+            err_line!("brain-emit: another flusher is delivering this spool")
         }
         FlushOutcome::Deferred(t) => {
-            eprintln!("brain-emit: backing off until {}", fmt_ms(Some(*t)));
+            err_line!("brain-emit: backing off until {}", fmt_ms(Some(*t)));
         }
-        FlushOutcome::Unavailable(r) => eprintln!("brain-emit: server unavailable: {r}"),
-        FlushOutcome::ConfigError(r) => eprintln!("brain-emit: configuration error: {r}"),
+        FlushOutcome::Unavailable(r) => err_line!("brain-emit: server unavailable: {r}"),
+        FlushOutcome::ConfigError(r) => err_line!("brain-emit: configuration error: {r}"),
     }
 }
 
 /// Prints the result of `import`.
 pub(crate) fn import_report(report: &crate::import::ImportReport) {
-    println!(
+    out_line!(
         "imported {} sessions, queued {} llm_usage events (run `brain-emit flush` to deliver)",
-        report.sessions, report.events
+        report.sessions,
+        report.events
     );
     for f in &report.failures {
-        eprintln!("brain-emit: could not import {f}");
+        err_line!("brain-emit: could not import {f}");
     }
 }
 

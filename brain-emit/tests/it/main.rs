@@ -1401,3 +1401,36 @@ fn a_flush_compacts_ledgers_idle_for_30_days_without_recounting_them() {
     assert_eq!(usage_rows(&sb).len(), queued);
     assert_eq!(sb.hook_log(), "");
 }
+
+#[test]
+fn hooks_exit_zero_with_a_broken_stderr_and_an_unwritable_spool() {
+    let sb = Sandbox::new();
+    // A spool (and log) whose parent "directory" is a regular file: nowhere to record the
+    // problem but stderr, and stderr is a pipe nobody reads any more.
+    let blocker = sb.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let mut cmd_env = Sandbox::new();
+    cmd_env.spool = blocker.join("spool.db");
+    let payload = serde_json::to_vec(&post_tool_use()).unwrap();
+    for args in HOOKS
+        .iter()
+        .copied()
+        .chain([&["tool-call", "--no-such-flag"][..]])
+    {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = cmd_env
+            .command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(writer)
+            .spawn()
+            .unwrap();
+        {
+            let mut input = child.stdin.take().unwrap();
+            let _ = std::io::Write::write_all(&mut input, &payload);
+        }
+        let out = child.wait_with_output().unwrap();
+        helpers::assert_hook_contract(args, &out);
+    }
+}
