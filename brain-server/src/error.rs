@@ -158,21 +158,164 @@ impl From<DbError> for ApiError {
         match &e {
             DbError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             DbError::Query(sqlx::Error::RowNotFound) => ApiError::NotFound("not found".to_owned()),
-            DbError::Connect(_)
-            | DbError::Query(
-                sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::WorkerCrashed,
-            ) => ApiError::DatabaseUnavailable(e),
+            DbError::Connect(_) => ApiError::DatabaseUnavailable(e),
+            DbError::Query(q) if is_unavailable(q) => ApiError::DatabaseUnavailable(e),
             _ => ApiError::Internal(e.into()),
         }
     }
 }
 
+/// Whether `e` says the database cannot take the work now (a retry later may succeed), as
+/// opposed to a fault in the statement or the data.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// A Postgres SQLSTATE (five characters) or a SQLite extended result code (a number) that
+/// means "unavailable": Postgres `53300` too many connections, `57P01`–`57P03` shutting down
+/// or starting, `08xxx` connection exceptions; SQLite `SQLITE_BUSY` (5) or `SQLITE_LOCKED`
+/// (6) and their extended codes, which reach us only after the 5 s busy timeout.
+fn unavailable_code(code: &str) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    if code.len() == 5 {
+        // A SQLSTATE: SQLite extended result codes have at most four digits.
+        return matches!(code, "53300" | "57P01" | "57P02" | "57P03") || code.starts_with("08");
+    }
+    code.parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::bad_request("invalid_query", r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::str::FromStr;
+
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use sqlx::ConnectOptions;
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::ApiError;
+    use crate::db::DbError;
+
+    /// A database error with a given code, as a driver reports it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "database error"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn mapped(e: sqlx::Error) -> ApiError {
+        ApiError::from(DbError::Query(e))
+    }
+
+    fn coded(code: &'static str) -> ApiError {
+        mapped(sqlx::Error::Database(Box::new(Coded(code))))
+    }
+
+    fn assert_unavailable(e: ApiError, what: &str) {
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        assert_eq!(e.code(), "database_unavailable", "{what}");
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5", "{what}");
+    }
+
+    #[test]
+    fn unavailability_maps_to_503_with_retry_after() {
+        // Postgres: too many connections, shutting down / starting, connection exceptions.
+        for code in [
+            "53300", "57P01", "57P02", "57P03", "08000", "08003", "08006", "08P01",
+        ] {
+            assert_unavailable(coded(code), code);
+        }
+        // SQLite: BUSY, LOCKED and their extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT,
+        // BUSY_TIMEOUT, LOCKED_SHAREDCACHE).
+        for code in ["5", "6", "261", "517", "773", "262"] {
+            assert_unavailable(coded(code), code);
+        }
+        assert_unavailable(mapped(sqlx::Error::PoolTimedOut), "pool timeout");
+        assert_unavailable(mapped(sqlx::Error::PoolClosed), "pool closed");
+        assert_unavailable(
+            mapped(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())),
+            "io",
+        );
+    }
+
+    #[test]
+    fn faults_in_the_statement_or_data_stay_500() {
+        // Postgres: unique violation, syntax error, raised exception, disk full (53100 is not
+        // a connection limit). SQLite: constraint (19, 2067), generic error (1), corrupt (11).
+        for code in ["23505", "42601", "P0001", "53100", "1", "19", "2067", "11"] {
+            let e = coded(code);
+            assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{code}");
+            assert_eq!(e.code(), "internal", "{code}");
+        }
+        assert_eq!(
+            mapped(sqlx::Error::RowNotFound).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    /// A real SQLITE_BUSY: another connection holds the write lock and this one does not wait.
+    #[tokio::test]
+    async fn a_real_sqlite_busy_is_503() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("busy.db").display());
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut holder = opts.connect().await.expect("connect");
+        let mut other = opts.connect().await.expect("connect");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .expect("lock");
+        let err = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .expect_err("busy");
+        assert_unavailable(mapped(err), "real SQLITE_BUSY");
     }
 }
