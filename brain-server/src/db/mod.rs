@@ -120,6 +120,10 @@ impl Store {
             // The CLI (mint-key, …) may write while the server runs: wait instead of failing.
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        // Opening a fresh file switches it to WAL, which needs the file to itself: SQLite can
+        // answer BUSY at once (no busy wait) while another process is creating or migrating
+        // it. The setup lock serializes that with the other processes' opens and migrations.
+        let _lock = sqlite_setup_lock(opts.get_filename()).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -154,7 +158,7 @@ impl Store {
                 .await
                 .map_err(DbError::Migrate),
             Store::Sqlite(pool) => {
-                let _lock = sqlite_migrate_lock(pool).await?;
+                let _lock = sqlite_setup_lock(pool.connect_options().get_filename()).await?;
                 sqlx::migrate!("../migrations/sqlite")
                     .run(pool)
                     .await
@@ -377,11 +381,12 @@ impl Store {
     }
 }
 
-/// Takes the exclusive migration lock of the SQLite database behind `pool`, waiting for
-/// another process that holds it. `None` for an in-memory database (no other process can
-/// see it). The lock is released when the returned file is dropped (or the process exits).
-async fn sqlite_migrate_lock(pool: &SqlitePool) -> Result<Option<std::fs::File>, DbError> {
-    let db = pool.connect_options().get_filename().to_owned();
+/// Takes the exclusive setup lock (`<database>.migrate.lock`) of the SQLite database `db`,
+/// held while a process opens the file or migrates it, waiting for another process that holds
+/// it. `None` for an in-memory database (no other process can see it). The lock is released
+/// when the returned file is dropped (or the process exits).
+async fn sqlite_setup_lock(db: &Path) -> Result<Option<std::fs::File>, DbError> {
+    let db = db.to_owned();
     let name = db.to_string_lossy();
     if name.is_empty() || name == ":memory:" || name.starts_with("file:sqlx-in-memory-") {
         return Ok(None);
