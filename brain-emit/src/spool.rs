@@ -406,17 +406,7 @@ impl Spool {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut outcome = EnqueueOutcome::default();
-        for event in events {
-            let o = insert_event(&tx, event, options)?;
-            outcome.inserted += o.inserted;
-            outcome.dropped += o.dropped;
-        }
-        let token = if claim {
-            claim_for_background(&tx, lease_ttl_ms)?
-        } else {
-            None
-        };
+        let (outcome, token) = insert_events_and_claim(&tx, events, options, claim, lease_ttl_ms)?;
         tx.commit()?;
         Ok((outcome, token))
     }
@@ -698,17 +688,7 @@ impl Spool {
              SET state = excluded.state, version = ledgers.version + 1, updated_at_ms = excluded.updated_at_ms",
             params![key, state, now_ms()],
         )?;
-        let mut outcome = EnqueueOutcome::default();
-        for event in events {
-            let o = insert_event(&tx, event, options)?;
-            outcome.inserted += o.inserted;
-            outcome.dropped += o.dropped;
-        }
-        let token = if claim {
-            claim_for_background(&tx, lease_ttl_ms)?
-        } else {
-            None
-        };
+        let (outcome, token) = insert_events_and_claim(&tx, events, options, claim, lease_ttl_ms)?;
         tx.commit()?;
         Ok(Some((outcome, token)))
     }
@@ -1087,6 +1067,29 @@ fn move_aside(path: &Path) -> Result<PathBuf, SpoolError> {
         }
     }
     Ok(aside)
+}
+
+/// Inserts `events` in `tx` and, when `claim` is set, claims the delivery lease for a
+/// background flusher in the same transaction (its token, when claimed).
+fn insert_events_and_claim(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[Event],
+    options: SpoolOptions,
+    claim: bool,
+    lease_ttl_ms: i64,
+) -> Result<(EnqueueOutcome, Option<String>), SpoolError> {
+    let mut outcome = EnqueueOutcome::default();
+    for event in events {
+        let o = insert_event(tx, event, options)?;
+        outcome.inserted += o.inserted;
+        outcome.dropped += o.dropped;
+    }
+    let token = if claim {
+        claim_for_background(tx, lease_ttl_ms)?
+    } else {
+        None
+    };
+    Ok((outcome, token))
 }
 
 /// Inserts one event inside the caller's transaction, making room first when needed.
