@@ -273,7 +273,7 @@ impl Spool {
                 source,
             })?;
         }
-        match open_conn(&path) {
+        match open_conn_waiting(&path) {
             Ok(conn) => Ok(Spool {
                 file_id: file_id(&path),
                 conn,
@@ -283,7 +283,7 @@ impl Spool {
             }),
             Err(SpoolError::Open { source, .. }) if is_corruption(&source) => {
                 let aside = move_aside(&path)?;
-                let conn = open_conn(&path)?;
+                let conn = open_conn_waiting(&path)?;
                 let mut spool = Spool {
                     file_id: file_id(&path),
                     conn,
@@ -316,7 +316,7 @@ impl Spool {
         } else {
             None
         };
-        self.conn = open_conn(&self.path)?;
+        self.conn = open_conn_waiting(&self.path)?;
         self.file_id = file_id(&self.path);
         if let Some(aside) = aside {
             self.note_recovery(aside)?;
@@ -907,6 +907,35 @@ pub struct DeadLetter {
     pub body: String,
     /// When it was dead-lettered, Unix ms.
     pub at_ms: i64,
+}
+
+/// [`open_conn`], retried while another process holds the file (SQLITE_BUSY/LOCKED), for up
+/// to [`BUSY_TIMEOUT_MS`].
+///
+/// The busy handler does not cover every step of an open: switching a fresh file to WAL
+/// and recovering the WAL index can answer BUSY at once while other hook processes are
+/// doing the same, and a hook that gave up there would lose its event.
+fn open_conn_waiting(path: &Path) -> Result<Connection, SpoolError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(BUSY_TIMEOUT_MS);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match open_conn(path) {
+            Err(SpoolError::Open { source, .. })
+                if is_busy(&source) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Opens the connection, sets the pragmas and brings the schema up to date.

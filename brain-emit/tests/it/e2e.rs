@@ -445,47 +445,45 @@ fn stored_events(backend: &Backend) -> (Vec<StoredEvent>, String) {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        use sqlx::Row;
         let url = backend.database_url();
-        let (rows, dead): (Vec<EventRow>, Vec<String>) = match backend {
+        // The same two reads on either backend; only the SQL's casts differ.
+        let (events_sql, dead_sql) = match backend {
+            Backend::Sqlite { .. } => (
+                "SELECT event_id, run_id, event_type, CAST(payload AS TEXT) FROM events",
+                "SELECT CAST(raw AS TEXT) FROM dead_letters",
+            ),
+            Backend::Postgres { .. } => (
+                "SELECT event_id::text, run_id, event_type, payload::text FROM events",
+                "SELECT raw::text FROM dead_letters",
+            ),
+        };
+        let (rows, dead): (Vec<EventRow>, Vec<(String,)>) = match backend {
             Backend::Sqlite { .. } => {
                 let pool = sqlx::SqlitePool::connect(&url)
                     .await
                     .expect("open server SQLite");
-                let rows = sqlx::query(
-                    "SELECT event_id, run_id, event_type, CAST(payload AS TEXT) FROM events",
-                )
-                .fetch_all(&pool)
-                .await
-                .expect("select events");
-                let dead = sqlx::query("SELECT CAST(raw AS TEXT) FROM dead_letters")
-                    .fetch_all(&pool)
-                    .await
-                    .expect("select dead letters");
                 (
-                    rows.iter()
-                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                        .collect(),
-                    dead.iter().map(|r| r.get(0)).collect(),
+                    sqlx::query_as(events_sql)
+                        .fetch_all(&pool)
+                        .await
+                        .expect("select events"),
+                    sqlx::query_as(dead_sql)
+                        .fetch_all(&pool)
+                        .await
+                        .expect("select dead letters"),
                 )
             }
             Backend::Postgres { .. } => {
                 let pool = sqlx::PgPool::connect(&url).await.expect("connect Postgres");
-                let rows = sqlx::query(
-                    "SELECT event_id::text, run_id, event_type, payload::text FROM events",
-                )
-                .fetch_all(&pool)
-                .await
-                .expect("select events");
-                let dead = sqlx::query("SELECT raw::text FROM dead_letters")
-                    .fetch_all(&pool)
-                    .await
-                    .expect("select dead letters");
                 (
-                    rows.iter()
-                        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-                        .collect(),
-                    dead.iter().map(|r| r.get(0)).collect(),
+                    sqlx::query_as(events_sql)
+                        .fetch_all(&pool)
+                        .await
+                        .expect("select events"),
+                    sqlx::query_as(dead_sql)
+                        .fetch_all(&pool)
+                        .await
+                        .expect("select dead letters"),
                 )
             }
         };
@@ -503,7 +501,7 @@ fn stored_events(backend: &Backend) -> (Vec<StoredEvent>, String) {
                 }
             })
             .collect();
-        for d in dead {
+        for (d,) in dead {
             all_text.push_str(&d);
         }
         (events, all_text)
@@ -774,7 +772,12 @@ fn kill9_mid_flush(backend: Backend) {
     let (events, _) = stored_events(&backend);
     let errors: Vec<_> = events.iter().filter(|e| e.event_type == "error").collect();
     let ids: BTreeSet<_> = errors.iter().map(|e| &e.event_id).collect();
-    assert_eq!(errors.len(), total, "every event stored exactly once");
+    assert_eq!(
+        errors.len(),
+        total,
+        "every event stored exactly once; spool status: {}",
+        emitter.status()
+    );
     assert_eq!(ids.len(), total, "no event_id stored twice");
 }
 
