@@ -103,3 +103,40 @@ fn an_unreachable_server_is_not_a_failure() {
         "the second sees the first"
     );
 }
+
+/// Bad usage is an operator error: exit 1 with the reason on stderr (not clap's 2, which
+/// means an unexpected failure); help and version succeed on stdout.
+#[test]
+fn bad_flags_exit_1_and_help_exits_0() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_brain-heartbeat"))
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"),
+        "{out:?}"
+    );
+
+    let out = run(&["--no-flush=maybe"]);
+    assert_eq!(out.status.code(), Some(1), "a bad value too: {out:?}");
+
+    for (flag, want) in [
+        ("--help", "Usage: brain-heartbeat"),
+        ("--version", "brain-heartbeat "),
+    ] {
+        let out = run(&[flag]);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(want),
+            "{flag}: {out:?}"
+        );
+        assert!(out.stderr.is_empty(), "{flag}: {out:?}");
+    }
+}
