@@ -1,11 +1,69 @@
 //! The command line: clap types mirroring the flags (SPEC §5). [`crate::config`] turns them
 //! into settings; [`crate::commands`] runs them.
 
+use std::ffi::OsString;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shared_proto::env_vars;
+use tracing_subscriber::EnvFilter;
+
+use crate::commands::{self, UserError};
+
+/// Exit code of an operator error: bad flags or input, bad configuration (STYLE §8).
+const EXIT_USER: u8 = 1;
+/// Exit code of an unexpected failure.
+const EXIT_FAILURE: u8 = 2;
+
+/// The whole program: parses `args` (program name first), installs logging on stderr, runs
+/// the command. Returns 0 when it succeeded, 1 for an operator error (bad usage included:
+/// clap's own code 2 is reserved for failures here), 2 for an unexpected failure. `--help`
+/// and `--version` print on stdout and return 0.
+pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are "errors" to clap; printing can only fail on a closed
+            // stream, which changes nothing here.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USER)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(commands::execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            if e.downcast_ref::<UserError>().is_some() {
+                ExitCode::from(EXIT_USER)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    }
+}
 
 /// Brain's server: ingest, dashboard and operator commands.
 #[derive(Debug, Parser)]

@@ -3,90 +3,54 @@
 //!
 //! # Life of a request
 //!
-//! 1. [`run`] accepts the connection; [`router`] picks the handler in `routes`.
-//! 2. Extractors in `extract` authenticate: a customer bearer key (`POST /v1/events`;
+//! 1. [`run`] accepts the connection; [`router`] (`routes/mod.rs`, one nested router per
+//!    resource) picks the handler in `routes/<resource>.rs`.
+//! 2. Extractors in [`auth`] authenticate: a customer bearer key (`POST /v1/events`;
 //!    looked up by its SHA-256, cached ≤ 2 s so revocation bites within 5 s, then the per-key
-//!    rate limit) or the admin token (`/v1/dashboard/*`, constant-time comparison).
-//! 3. `POST /v1/events` reads at most 1 MiB (after gunzip), parses JSON, validates each
-//!    element with [`shared_proto::Event::parse`], and hands the request to the ingest
-//!    `writer` over a bounded queue (full → 503).
-//! 4. The writer takes every queued request into one transaction ([`db::Store`]): claims new
-//!    agents, refuses agents owned by another customer, inserts events with
-//!    `ON CONFLICT DO NOTHING` (duplicates), dead-letters rejections, updates agents, commits.
+//!    rate limit: `auth/keys.rs`) or the admin token (`/v1/dashboard/*`, constant-time
+//!    comparison).
+//! 3. `POST /v1/events` (`routes/events.rs`) reads at most 1 MiB (after gunzip) and splits
+//!    the JSON into raw elements (`ingest/body.rs`), validates each with
+//!    [`shared_proto::Event::parse`] (`ingest/validate.rs`), and hands the request to the
+//!    ingest writer (`ingest/writer.rs`) over a bounded queue (full → 503).
+//! 4. The writer takes every queued request into ONE transaction ([`Store::write_group`] in
+//!    `db/ingest/`): claims new agents, refuses agents owned by another customer, inserts
+//!    events with `ON CONFLICT DO NOTHING` (duplicates), dead-letters rejections, updates
+//!    agents, commits. A failed group commits nothing.
 //! 5. Only then does each handler answer, 200 with per-event results (422 for a single
 //!    rejected event). Any error is an [`error::ApiError`] rendered as one JSON envelope.
+//!
+//! The operator commands (`brain-server mint-key`, …) are in [`commands`], one module per
+//! command family, over the same [`Store`].
 //!
 //! On shutdown, [`run`] stops accepting, lets in-flight requests finish, then the writer
 //! writes what is queued and stops.
 
-pub mod admin_token;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
 pub mod error;
 mod extract;
+mod ingest;
 mod routes;
 mod state;
 mod task;
-mod writer;
 
 use std::future::Future;
 use std::path::Path;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use secrecy::ExposeSecret;
-use shared_proto::ErrorBody;
-use tower_http::trace::TraceLayer;
 
 pub use crate::db::{Backend, Store};
+pub use crate::ingest::writer::WriterStats;
+pub use crate::routes::router;
 pub use crate::state::AppState;
-pub use crate::writer::WriterStats;
 
+use crate::auth::admin_token;
 use crate::config::DbConfig;
-use crate::routes::{dashboard, events, health, page};
-
-/// The whole HTTP application over `state`.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(page::get_index))
-        .route("/app.js", get(page::get_app_js))
-        .route("/style.css", get(page::get_style_css))
-        .route("/v1/healthz", get(health::get_healthz))
-        .route("/metrics", get(health::get_metrics))
-        .route("/v1/events", post(events::post_events))
-        .route("/v1/dashboard/overview", get(dashboard::get_overview))
-        .route("/v1/dashboard/customers", get(dashboard::get_customers))
-        .route("/v1/dashboard/agents", get(dashboard::get_agents))
-        .route("/v1/dashboard/tools", get(dashboard::get_tools))
-        .route("/v1/dashboard/health", get(dashboard::get_health))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
-}
-
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(ErrorBody::new("not_found", "no such endpoint")),
-    )
-}
-
-/// 405 for a known path with another method, in the error envelope.
-async fn method_not_allowed() -> impl IntoResponse {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(ErrorBody::new(
-            "method_not_allowed",
-            "this endpoint does not accept this method",
-        )),
-    )
-}
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then drains in-flight requests
 /// and stops the ingest writer after it has written everything queued.

@@ -1,26 +1,16 @@
-//! [`AppState`]: what every handler shares (store, writer, key cache, rate limiter, admin
-//! token), a cheap clone over one `Arc`.
+//! [`AppState`]: what every handler shares (store, ingest writer, key checks, admin token),
+//! a cheap clone over one `Arc`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
-use shared_proto::KeyHash;
-use subtle::ConstantTimeEq;
+use secrecy::SecretString;
 
+use crate::auth::AdminToken;
+use crate::auth::keys::KeyChecks;
 use crate::config::Limits;
-use crate::db::{AuthKey, Backend, DbError, Store, WriteJob};
-use crate::writer::{SubmitError, WriteResult, Writer, WriterStats};
-
-/// How long a successful key lookup is reused. Revocation must bite within 5 s (SPEC §3);
-/// 2 s leaves room for the lookup itself.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
-/// Cached key lookups kept before the cache is cleared.
-const KEY_CACHE_MAX: usize = 10_000;
+use crate::db::{Backend, Store};
+use crate::ingest::WriteJob;
+use crate::ingest::writer::{SubmitError, WriteResult, Writer, WriterStats};
 
 /// Shared application state. Cloning is cheap (one `Arc`).
 #[derive(Debug, Clone)]
@@ -30,14 +20,12 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     /// The database.
     store: Store,
-    /// The single ingest writer (group commit).
+    /// The ingest writer (group commit).
     writer: Writer,
-    /// Recent successful key lookups: key hash → (key, when looked up).
-    keys: Mutex<HashMap<String, (AuthKey, Instant)>>,
-    /// Per-key request rate limiter, keyed by key id.
-    limiter: DefaultKeyedRateLimiter<String>,
-    /// SHA-256 of the admin token, compared in constant time.
-    admin_token_sha256: [u8; 32],
+    /// The customer key cache and per-key rate limiter.
+    keys: KeyChecks,
+    /// The admin token (its digest).
+    admin_token: AdminToken,
 }
 
 impl AppState {
@@ -53,13 +41,11 @@ impl AppState {
             limits.queue_requests,
             limits.group_events,
         );
-        let quota = Quota::per_second(limits.rate_per_sec).allow_burst(limits.rate_burst);
         AppState(Arc::new(Inner {
             store,
             writer,
-            keys: Mutex::new(HashMap::new()),
-            limiter: RateLimiter::keyed(quota),
-            admin_token_sha256: Sha256::digest(admin_token.expose_secret().as_bytes()).into(),
+            keys: KeyChecks::new(limits.rate_per_sec, limits.rate_burst),
+            admin_token: AdminToken::new(admin_token),
         }))
     }
 
@@ -91,40 +77,13 @@ impl AppState {
         self.0.writer.submit(job)
     }
 
-    /// The live key with this hash, from the short-lived cache or the database.
-    pub(crate) async fn lookup_key(&self, hash: &KeyHash) -> Result<Option<AuthKey>, DbError> {
-        if let Ok(cache) = self.0.keys.lock()
-            && let Some((key, at)) = cache.get(hash.as_str())
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(Some(key.clone()));
-        }
-        let found = self.0.store.find_live_key(hash).await?;
-        if let (Some(key), Ok(mut cache)) = (&found, self.0.keys.lock()) {
-            if cache.len() >= KEY_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(hash.as_str().to_owned(), (key.clone(), Instant::now()));
-        }
-        Ok(found)
+    /// The customer key cache and rate limiter.
+    pub(crate) fn keys(&self) -> &KeyChecks {
+        &self.0.keys
     }
 
-    /// Takes one request from the key's budget; `Err(seconds)` says when to retry.
-    pub(crate) fn check_rate(&self, key_id: &str) -> Result<(), u64> {
-        self.0
-            .limiter
-            .check_key(&key_id.to_owned())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                wait.as_millis()
-                    .div_ceil(1000)
-                    .clamp(1, u128::from(u64::MAX)) as u64
-            })
-    }
-
-    /// Whether `presented` is the admin token (constant-time comparison of SHA-256 digests).
-    pub(crate) fn is_admin_token(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.ct_eq(&self.0.admin_token_sha256).into()
+    /// The admin token.
+    pub(crate) fn admin_token(&self) -> &AdminToken {
+        &self.0.admin_token
     }
 }

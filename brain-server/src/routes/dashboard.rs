@@ -5,15 +5,27 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiQuery};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
+
+/// The reads, relative to `/v1/dashboard`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/overview", get(get_overview))
+        .route("/customers", get(get_customers))
+        .route("/agents", get(get_agents))
+        .route("/tools", get(get_tools))
+        .route("/health", get(get_health))
+}
 
 /// A read's time window: `1h`, `24h`, `7d` or `30d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

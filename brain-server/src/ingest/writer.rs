@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shared_proto::EventResult;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::db::{DbError, Store, WriteJob};
+use super::WriteJob;
+use crate::db::ingest::Outcome;
+use crate::db::{DbError, Store};
 use crate::task;
 
-/// The answer to one submitted request.
-pub(crate) type WriteResult = Result<Vec<EventResult>, DbError>;
+/// The answer to one submitted request: the outcome of each element, in request order.
+pub(crate) type WriteResult = Result<Vec<Outcome>, DbError>;
 
 struct Pending {
     job: WriteJob,

@@ -1,0 +1,52 @@
+//! `brain-server serve` (the default command): bind, open and migrate the database, serve
+//! until SIGTERM or ctrl-c, drain, exit.
+
+use anyhow::Context as _;
+
+use super::UserError;
+use crate::config::ServerConfig;
+
+/// Serves HTTP until a shutdown signal, then drains and closes the database.
+///
+/// # Errors
+/// [`UserError`] when the address cannot be bound; any other error for failures.
+pub(super) async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| UserError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let store = crate::open_store(&config.db).await?;
+    let state = crate::build_state(store.clone(), &config, &config.db.data_dir)?;
+    tracing::info!(listen = %config.listen, "brain-server listening");
+    crate::run(listener, state, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    store.close().await;
+    tracing::info!("brain-server stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,98 @@
+//! Operator reads and the audit log: dead letters, stored agents, event counts, and the
+//! audit entries every admin action writes (the insert is shared with the other domains).
+
+pub(super) mod postgres;
+pub(super) mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{DbError, Store};
+
+impl Store {
+    /// Number of rows in `events` (for tests and the health read).
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn count_events(&self) -> Result<i64, DbError> {
+        dispatch!(self, count_events())
+    }
+
+    /// The dead letters of a customer, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn dead_letters(
+        &self,
+        customer_id: &str,
+        limit: i64,
+    ) -> Result<Vec<DeadLetter>, DbError> {
+        dispatch!(self, dead_letters(customer_id, limit))
+    }
+
+    /// The stored agent row, if any.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRow>, DbError> {
+        dispatch!(self, agent(agent_id))
+    }
+
+    /// The audit log, newest first, at most `limit` entries.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, DbError> {
+        dispatch!(self, audit_log(limit))
+    }
+}
+
+/// A dead-lettered element of an ingest request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// Row id.
+    pub id: i64,
+    /// The customer whose key sent it.
+    pub customer_id: String,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// Its `event_id` when it had a readable one.
+    pub event_id: Option<String>,
+    /// The element's JSON as received.
+    pub raw: String,
+    /// The rejection code (e.g. `unknown_event_type`).
+    pub reason: String,
+    /// The rejection message.
+    pub message: String,
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentRow {
+    /// The agent's id.
+    pub agent_id: String,
+    /// The customer that owns it (the first that sent it).
+    pub customer_id: String,
+    /// `ts` of its earliest stored event.
+    pub first_seen_at: DateTime<Utc>,
+    /// `ts` of its latest stored event.
+    pub last_seen_at: DateTime<Utc>,
+    /// Its version from the latest heartbeat naming it.
+    pub agent_version: Option<String>,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Row id.
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (`cli`, `admin_api`).
+    pub actor: String,
+    /// What (`mint`, `rotate`, `revoke`).
+    pub action: String,
+    /// Parameters (never a plaintext key).
+    pub params: Value,
+}

@@ -1,0 +1,111 @@
+//! The Postgres statements of the admin domain (`TIMESTAMPTZ` times, `JSONB` parameters).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
+
+use super::{AgentRow, AuditEntry, DeadLetter};
+use crate::db::DbError;
+
+pub(super) async fn count_events(pool: &PgPool) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Appends an audit entry inside the caller's transaction.
+pub(in crate::db) async fn insert_audit(
+    tx: &mut Transaction<'_, Postgres>,
+    actor: &str,
+    action: &str,
+    params: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit_log (at, actor, action, params) VALUES ($1, $2, $3, $4)")
+        .bind(Utc::now())
+        .bind(actor)
+        .bind(action)
+        .bind(sqlx::types::Json(params))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct DeadLetterRow {
+    id: i64,
+    customer_id: String,
+    received_at: DateTime<Utc>,
+    event_id: Option<String>,
+    raw: String,
+    reason: String,
+    message: String,
+}
+
+pub(super) async fn dead_letters(
+    pool: &PgPool,
+    customer_id: &str,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, DbError> {
+    let rows: Vec<DeadLetterRow> = sqlx::query_as(
+        "SELECT id, customer_id, received_at, event_id, raw, reason, message FROM dead_letters \
+         WHERE customer_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(customer_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetter {
+            id: r.id,
+            customer_id: r.customer_id,
+            received_at: r.received_at,
+            event_id: r.event_id,
+            raw: r.raw,
+            reason: r.reason,
+            message: r.message,
+        })
+        .collect())
+}
+
+/// agent_id, customer_id, first_seen_at, last_seen_at, agent_version.
+type AgentTuple = (String, String, DateTime<Utc>, DateTime<Utc>, Option<String>);
+/// id, at, actor, action, params.
+type AuditTuple = (i64, DateTime<Utc>, String, String, sqlx::types::Json<Value>);
+
+pub(super) async fn agent(pool: &PgPool, agent_id: &str) -> Result<Option<AgentRow>, DbError> {
+    let row: Option<AgentTuple> = sqlx::query_as(
+        "SELECT agent_id, customer_id, first_seen_at, last_seen_at, agent_version FROM agents WHERE agent_id = $1",
+    )
+    .bind(agent_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(agent_id, customer_id, first_seen_at, last_seen_at, agent_version)| AgentRow {
+            agent_id,
+            customer_id,
+            first_seen_at,
+            last_seen_at,
+            agent_version,
+        },
+    ))
+}
+
+pub(super) async fn audit_log(pool: &PgPool, limit: i64) -> Result<Vec<AuditEntry>, DbError> {
+    let rows: Vec<AuditTuple> = sqlx::query_as(
+        "SELECT id, at, actor, action, params FROM audit_log ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, at, actor, action, params)| AuditEntry {
+            id,
+            at,
+            actor,
+            action,
+            params: params.0,
+        })
+        .collect())
+}

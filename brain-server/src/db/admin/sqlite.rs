@@ -1,0 +1,106 @@
+//! The SQLite statements of the admin domain (times as integer unix milliseconds, JSON text).
+
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::{FromRow, Sqlite, SqlitePool, Transaction};
+
+use super::{AgentRow, AuditEntry, DeadLetter};
+use crate::db::{DbError, from_ms};
+
+pub(super) async fn count_events(pool: &SqlitePool) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// Appends an audit entry inside the caller's transaction.
+pub(in crate::db) async fn insert_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    actor: &str,
+    action: &str,
+    params: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO audit_log (at, actor, action, params) VALUES (?, ?, ?, ?)")
+        .bind(Utc::now().timestamp_millis())
+        .bind(actor)
+        .bind(action)
+        .bind(params.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct DeadLetterRow {
+    id: i64,
+    customer_id: String,
+    received_at: i64,
+    event_id: Option<String>,
+    raw: String,
+    reason: String,
+    message: String,
+}
+
+pub(super) async fn dead_letters(
+    pool: &SqlitePool,
+    customer_id: &str,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, DbError> {
+    let rows: Vec<DeadLetterRow> = sqlx::query_as(
+        "SELECT id, customer_id, received_at, event_id, raw, reason, message FROM dead_letters \
+         WHERE customer_id = ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(customer_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetter {
+            id: r.id,
+            customer_id: r.customer_id,
+            received_at: from_ms(r.received_at),
+            event_id: r.event_id,
+            raw: r.raw,
+            reason: r.reason,
+            message: r.message,
+        })
+        .collect())
+}
+
+pub(super) async fn agent(pool: &SqlitePool, agent_id: &str) -> Result<Option<AgentRow>, DbError> {
+    let row: Option<(String, String, i64, i64, Option<String>)> = sqlx::query_as(
+        "SELECT agent_id, customer_id, first_seen_at, last_seen_at, agent_version FROM agents WHERE agent_id = ?",
+    )
+    .bind(agent_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(agent_id, customer_id, first, last, agent_version)| AgentRow {
+            agent_id,
+            customer_id,
+            first_seen_at: from_ms(first),
+            last_seen_at: from_ms(last),
+            agent_version,
+        },
+    ))
+}
+
+pub(super) async fn audit_log(pool: &SqlitePool, limit: i64) -> Result<Vec<AuditEntry>, DbError> {
+    let rows: Vec<(i64, i64, String, String, String)> = sqlx::query_as(
+        "SELECT id, at, actor, action, params FROM audit_log ORDER BY id DESC LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, at, actor, action, params)| AuditEntry {
+            id,
+            at: from_ms(at),
+            actor,
+            action,
+            params: serde_json::from_str(&params).unwrap_or(Value::Null),
+        })
+        .collect())
+}

@@ -1,0 +1,217 @@
+//! The Postgres statements of the dashboard reads.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use super::{AgentSummary, CustomerRow, HealthRow, OverviewRow, ToolCallRow};
+use crate::db::DbError;
+
+#[derive(FromRow)]
+struct OverviewDbRow {
+    customer_id: String,
+    name: String,
+    events: i64,
+    sessions: i64,
+    errors: i64,
+    cost_cents: f64,
+    agents: i64,
+    last_seen: Option<DateTime<Utc>>,
+}
+
+pub(super) async fn overview(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<OverviewRow>, DbError> {
+    let rows: Vec<OverviewDbRow> = sqlx::query_as(
+        "SELECT c.customer_id, c.name, \
+           COUNT(e.event_id) AS events, \
+           COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
+           COUNT(*) FILTER (WHERE e.event_type = 'error' \
+             OR (e.event_type = 'tool_call' AND e.payload->>'ok' = 'false')) AS errors, \
+           COALESCE(SUM((e.payload->>'cost_cents')::float8) FILTER (WHERE e.event_type = 'llm_usage'), 0)::float8 AS cost_cents, \
+           COUNT(DISTINCT e.agent_id) AS agents, \
+           (SELECT MAX(a.last_seen_at) FROM agents a WHERE a.customer_id = c.customer_id) AS last_seen \
+         FROM customers c LEFT JOIN events e ON e.customer_id = c.customer_id AND e.ts >= $1 \
+         GROUP BY c.customer_id, c.name ORDER BY c.customer_id",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| OverviewRow {
+            customer_id: r.customer_id,
+            name: r.name,
+            events: r.events,
+            sessions: r.sessions,
+            errors: r.errors,
+            cost_cents: r.cost_cents,
+            agents: r.agents,
+            last_seen: r.last_seen,
+        })
+        .collect())
+}
+
+#[derive(FromRow)]
+struct CustomerDbRow {
+    customer_id: String,
+    name: String,
+    created_at: DateTime<Utc>,
+    events: i64,
+    sessions: i64,
+    tool_calls: i64,
+    errors: i64,
+    cost_cents: f64,
+    agents: i64,
+    last_seen: Option<DateTime<Utc>>,
+}
+
+pub(super) async fn customers(pool: &PgPool) -> Result<Vec<CustomerRow>, DbError> {
+    let rows: Vec<CustomerDbRow> = sqlx::query_as(
+        "SELECT c.customer_id, c.name, c.created_at, \
+           COUNT(e.event_id) AS events, \
+           COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
+           COUNT(*) FILTER (WHERE e.event_type = 'tool_call') AS tool_calls, \
+           COUNT(*) FILTER (WHERE e.event_type = 'error' \
+             OR (e.event_type = 'tool_call' AND e.payload->>'ok' = 'false')) AS errors, \
+           COALESCE(SUM((e.payload->>'cost_cents')::float8) FILTER (WHERE e.event_type = 'llm_usage'), 0)::float8 AS cost_cents, \
+           (SELECT COUNT(*) FROM agents a WHERE a.customer_id = c.customer_id) AS agents, \
+           MAX(e.ts) AS last_seen \
+         FROM customers c LEFT JOIN events e ON e.customer_id = c.customer_id \
+         GROUP BY c.customer_id, c.name, c.created_at ORDER BY c.customer_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| CustomerRow {
+            customer_id: r.customer_id,
+            name: r.name,
+            created_at: r.created_at,
+            events: r.events,
+            sessions: r.sessions,
+            tool_calls: r.tool_calls,
+            errors: r.errors,
+            cost_cents: r.cost_cents,
+            agents: r.agents,
+            last_seen: r.last_seen,
+        })
+        .collect())
+}
+
+#[derive(FromRow)]
+struct AgentDbRow {
+    agent_id: String,
+    customer_id: String,
+    agent_version: Option<String>,
+    first_seen_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    events: i64,
+    sessions: i64,
+    tool_calls: i64,
+    errors: i64,
+    cost_cents: f64,
+}
+
+pub(super) async fn agents(
+    pool: &PgPool,
+    customer_id: Option<&str>,
+) -> Result<Vec<AgentSummary>, DbError> {
+    let rows: Vec<AgentDbRow> = sqlx::query_as(
+        "SELECT a.agent_id, a.customer_id, a.agent_version, a.first_seen_at, a.last_seen_at, \
+           COUNT(e.event_id) AS events, \
+           COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
+           COUNT(*) FILTER (WHERE e.event_type = 'tool_call') AS tool_calls, \
+           COUNT(*) FILTER (WHERE e.event_type = 'error' \
+             OR (e.event_type = 'tool_call' AND e.payload->>'ok' = 'false')) AS errors, \
+           COALESCE(SUM((e.payload->>'cost_cents')::float8) FILTER (WHERE e.event_type = 'llm_usage'), 0)::float8 AS cost_cents \
+         FROM agents a LEFT JOIN events e ON e.agent_id = a.agent_id AND e.customer_id = a.customer_id \
+         WHERE ($1::text IS NULL OR a.customer_id = $1) \
+         GROUP BY a.agent_id ORDER BY a.customer_id, a.agent_id",
+    )
+    .bind(customer_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AgentSummary {
+            agent_id: r.agent_id,
+            customer_id: r.customer_id,
+            agent_version: r.agent_version,
+            first_seen: r.first_seen_at,
+            last_seen: r.last_seen_at,
+            events: r.events,
+            sessions: r.sessions,
+            tool_calls: r.tool_calls,
+            errors: r.errors,
+            cost_cents: r.cost_cents,
+        })
+        .collect())
+}
+
+pub(super) async fn tool_calls(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    customer_id: Option<&str>,
+) -> Result<Vec<ToolCallRow>, DbError> {
+    let rows: Vec<(String, bool, Option<i64>)> = sqlx::query_as(
+        "SELECT payload->>'tool_name', COALESCE((payload->>'ok')::boolean, false), \
+           (payload->>'duration_ms')::bigint \
+         FROM events WHERE event_type = 'tool_call' AND ts >= $1 \
+           AND ($2::text IS NULL OR customer_id = $2)",
+    )
+    .bind(since)
+    .bind(customer_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tool_name, ok, duration_ms)| ToolCallRow {
+            tool_name,
+            ok,
+            duration_ms,
+        })
+        .collect())
+}
+
+pub(super) async fn health(pool: &PgPool, now: DateTime<Utc>) -> Result<HealthRow, DbError> {
+    let hour_ago = now - chrono::TimeDelta::hours(1);
+    let day_ago = now - chrono::TimeDelta::hours(24);
+    let (events_total, events_last_hour, lag_avg_ms, lag_max_ms): (
+        i64,
+        i64,
+        Option<f64>,
+        Option<i64>,
+    ) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM events), COUNT(*), \
+               AVG(EXTRACT(EPOCH FROM (ingested_at - ts)) * 1000)::float8, \
+               MAX(EXTRACT(EPOCH FROM (ingested_at - ts)) * 1000)::bigint \
+             FROM events WHERE ingested_at >= $1",
+    )
+    .bind(hour_ago)
+    .fetch_one(pool)
+    .await?;
+    let (dead_letters_total, dead_letters_last_24h): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE received_at >= $1) FROM dead_letters",
+    )
+    .bind(day_ago)
+    .fetch_one(pool)
+    .await?;
+    let most_late: Option<(Uuid, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT event_id, ts, ingested_at FROM events WHERE ingested_at >= $1 \
+         ORDER BY ingested_at - ts DESC LIMIT 1",
+    )
+    .bind(hour_ago)
+    .fetch_optional(pool)
+    .await?;
+    Ok(HealthRow {
+        events_total,
+        events_last_hour,
+        lag_avg_ms,
+        lag_max_ms,
+        dead_letters_total,
+        dead_letters_last_24h,
+        most_late: most_late.map(|(id, ts, at)| (id.to_string(), ts, at)),
+    })
+}

@@ -1,0 +1,339 @@
+//! The ingest write: one group of ingest requests (see [`crate::ingest`]) in ONE transaction
+//! on both backends: claim new agents, refuse agents owned by another customer, insert events
+//! (`ON CONFLICT (event_id) DO NOTHING` makes a resend a duplicate), dead-letter rejected
+//! elements, widen agent spans, apply heartbeat versions, commit.
+//!
+//! The algorithm (ownership, dedupe within the group, classification of every element) is
+//! written once here, over the [`GroupWriter`] statements each backend implements in its
+//! half. Nothing of a group is visible before its commit, and a failed group leaves nothing
+//! behind: so a resend after any failure can neither lose nor double count a contribution.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{DbError, Store};
+use crate::ingest::{Item, WriteJob};
+
+impl Store {
+    /// Writes one group of ingest requests in a single transaction and returns, per request,
+    /// the outcome of each element in request order. Nothing is visible before the commit;
+    /// on an error nothing of the group was committed (the transaction is rolled back).
+    ///
+    /// # Errors
+    /// [`DbError::Query`] when a statement or the commit fails.
+    pub(crate) async fn write_group(
+        &self,
+        jobs: &[WriteJob],
+    ) -> Result<Vec<Vec<Outcome>>, DbError> {
+        let now = Utc::now();
+        match self {
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let out = write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let out = write_group_in(&mut sqlite::SqliteWriter(&mut tx), jobs, now).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// What became of one element of an ingest request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Stored by this write.
+    Accepted(Uuid),
+    /// Already stored for this customer (by an earlier write or earlier in this group).
+    Duplicate(Uuid),
+    /// Dead-lettered by this write.
+    Rejected {
+        /// The element's `event_id`, when it had a readable one.
+        event_id: Option<String>,
+        /// The rejection code (`unknown_event_type`, `agent_forbidden`, …).
+        code: String,
+        /// Why, for a person.
+        message: String,
+    },
+}
+
+/// An event row to insert (borrowing from the request).
+#[derive(Debug, Clone, Copy)]
+struct EventRow<'a> {
+    event_id: Uuid,
+    ts: DateTime<Utc>,
+    customer_id: &'a str,
+    agent_id: &'a str,
+    run_id: Option<&'a str>,
+    event_type: &'static str,
+    payload: &'a str,
+}
+
+/// A dead letter to insert.
+#[derive(Debug)]
+struct NewDeadLetter<'a> {
+    customer_id: &'a str,
+    event_id: Option<String>,
+    /// The element's JSON text as received.
+    raw: &'a str,
+    reason: &'a str,
+    message: String,
+}
+
+impl NewDeadLetter<'_> {
+    /// The dedupe key: hex SHA-256 of (customer, reason, raw). The insert skips a key already
+    /// stored, so the same rejected element sent again (a client's resend after a lost
+    /// answer) is kept once.
+    fn dedupe_key(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for part in [self.customer_id, self.reason, self.raw] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// An agent first seen in this group: who claims it and the span of its events.
+#[derive(Debug)]
+struct AgentClaim {
+    agent_id: String,
+    customer_id: String,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+}
+
+/// The statements one ingest transaction needs, implemented per backend over its transaction.
+trait GroupWriter {
+    /// Upserts the group's agents (a new agent is claimed by its claim's customer; the
+    /// claimer's own agents have their span widened) and inserts the `rows` whose agent the
+    /// row's customer owns (of those, the first row of each `event_id`; `rows` are sorted by
+    /// id, stably), skipping stored `event_id`s. Returns the owner of each claimed
+    /// agent it could see (a missing one needs [`Self::agent_owners`]) and the inserted ids.
+    async fn upsert_agents_insert_events(
+        &mut self,
+        claims: &[AgentClaim],
+        rows: &[EventRow<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(HashMap<String, String>, HashSet<Uuid>), sqlx::Error>;
+    /// The owner of each of these agents.
+    async fn agent_owners(
+        &mut self,
+        agent_ids: &[String],
+    ) -> Result<HashMap<String, String>, sqlx::Error>;
+    /// Inserts events (one row per `event_id`), skipping stored `event_id`s; returns the ids
+    /// actually inserted.
+    async fn insert_events(
+        &mut self,
+        rows: &[EventRow<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<HashSet<Uuid>, sqlx::Error>;
+    /// Widens `first_seen_at`/`last_seen_at` of agents to include these spans.
+    async fn touch_agents(&mut self, spans: &[AgentClaim]) -> Result<(), sqlx::Error>;
+    /// Inserts dead letters.
+    async fn insert_dead_letters(
+        &mut self,
+        rows: &[NewDeadLetter],
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error>;
+    /// Sets `agent_version` of the customer's agents named in a heartbeat at `ts`, unless a
+    /// later heartbeat already did.
+    async fn set_agent_versions(
+        &mut self,
+        customer_id: &str,
+        ts: DateTime<Utc>,
+        versions: &BTreeMap<String, String>,
+    ) -> Result<(), sqlx::Error>;
+}
+
+/// The first row of each `event_id` in `rows` (sorted by id, stably: the first in group order).
+fn first_per_id(mut rows: Vec<EventRow<'_>>) -> Vec<EventRow<'_>> {
+    rows.dedup_by_key(|r| r.event_id);
+    rows
+}
+
+/// The rejection code of an event whose agent belongs to another customer.
+const AGENT_FORBIDDEN: &str = "agent_forbidden";
+
+/// Rows per multi-row statement (8 columns × 1000 stays under both backends' bind limits).
+const CHUNK_ROWS: usize = 1000;
+
+/// The backend-independent ingest write: ownership, dedupe, inserts, agent upserts.
+async fn write_group_in<W: GroupWriter>(
+    w: &mut W,
+    jobs: &[WriteJob],
+    now: DateTime<Utc>,
+) -> Result<Vec<Vec<Outcome>>, DbError> {
+    // 1. Claims: the first request of the group that names an agent claims it for its
+    //    customer (an existing owner is never replaced); the span covers that customer's
+    //    events of the agent. Candidate rows: every valid event. An id repeated in the group
+    //    is deduped only among the rows whose sender owns the agent (by the backend's insert),
+    //    so that a copy under a forbidden agent cannot shadow the owner's copy.
+    let mut claims: BTreeMap<&str, AgentClaim> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for job in jobs {
+        for item in &job.items {
+            let Item::Valid(ev) = item else { continue };
+            let claim = claims
+                .entry(ev.agent_id.as_str())
+                .or_insert_with(|| AgentClaim {
+                    agent_id: ev.agent_id.clone(),
+                    customer_id: job.customer_id.clone(),
+                    first: ev.ts,
+                    last: ev.ts,
+                });
+            if claim.customer_id == job.customer_id {
+                claim.first = claim.first.min(ev.ts);
+                claim.last = claim.last.max(ev.ts);
+            }
+            rows.push(EventRow {
+                event_id: ev.event_id,
+                ts: ev.ts,
+                customer_id: &job.customer_id,
+                agent_id: &ev.agent_id,
+                run_id: ev.run_id.as_deref(),
+                event_type: ev.event_type,
+                payload: &ev.payload,
+            });
+        }
+    }
+    // Sorted by event_id, so that concurrent writers lock the unique index in one order. The
+    // sort is stable: rows with one id stay in group order, the first is the one stored.
+    rows.sort_by_key(|r| r.event_id);
+    let claims: Vec<AgentClaim> = claims.into_values().collect();
+
+    // 2. Agents and events, in one statement where the backend allows.
+    let (mut owners, mut inserted) = if rows.is_empty() {
+        (HashMap::new(), HashSet::new())
+    } else {
+        w.upsert_agents_insert_events(&claims, &rows, now).await?
+    };
+    // Claimed concurrently by another transaction after that statement's snapshot: look
+    // again, and insert the events of those agents that turn out to be their customer's.
+    let missing: Vec<String> = claims
+        .iter()
+        .filter(|c| !owners.contains_key(&c.agent_id))
+        .map(|c| c.agent_id.clone())
+        .collect();
+    if !missing.is_empty() {
+        owners.extend(w.agent_owners(&missing).await?);
+        let late: Vec<EventRow<'_>> = rows
+            .iter()
+            .filter(|r| missing.iter().any(|m| m == r.agent_id))
+            .filter(|r| owners.get(r.agent_id).map(String::as_str) == Some(r.customer_id))
+            .copied()
+            .collect();
+        let late = first_per_id(late);
+        if !late.is_empty() {
+            inserted.extend(w.insert_events(&late, now).await?);
+        }
+    }
+
+    // 3. Classify every element, in request order.
+    let mut first_seen: HashSet<Uuid> = HashSet::new();
+    let mut dead = Vec::new();
+    let mut spans: BTreeMap<&str, AgentClaim> = BTreeMap::new();
+    let mut heartbeats = Vec::new();
+    let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut job_outcomes = Vec::with_capacity(job.items.len());
+        for item in &job.items {
+            match item {
+                Item::Rejected {
+                    event_id,
+                    raw,
+                    code,
+                    message,
+                } => {
+                    dead.push(NewDeadLetter {
+                        customer_id: &job.customer_id,
+                        event_id: event_id.clone(),
+                        raw: job.raw(raw),
+                        reason: code,
+                        message: message.clone(),
+                    });
+                    job_outcomes.push(Outcome::Rejected {
+                        event_id: event_id.clone(),
+                        code: code.clone(),
+                        message: message.clone(),
+                    });
+                }
+                Item::Valid(ev) => {
+                    let id = ev.event_id;
+                    let agent = ev.agent_id.as_str();
+                    if owners.get(agent).map(String::as_str) != Some(job.customer_id.as_str()) {
+                        let message = format!("agent_id `{agent}` belongs to another customer");
+                        let event_id = id.to_string();
+                        dead.push(NewDeadLetter {
+                            customer_id: &job.customer_id,
+                            event_id: Some(event_id.clone()),
+                            // The element as sent (unknown fields, `ts` precision).
+                            raw: job.raw(&ev.raw),
+                            reason: AGENT_FORBIDDEN,
+                            message: message.clone(),
+                        });
+                        job_outcomes.push(Outcome::Rejected {
+                            event_id: Some(event_id),
+                            code: AGENT_FORBIDDEN.to_owned(),
+                            message,
+                        });
+                        continue;
+                    }
+                    // A duplicate still widens its agent's span and applies its heartbeat's
+                    // versions: both are idempotent, so this changes nothing when the
+                    // original write did it already.
+                    let outcome = if !first_seen.insert(id) || !inserted.contains(&id) {
+                        Outcome::Duplicate(id)
+                    } else {
+                        Outcome::Accepted(id)
+                    };
+                    let span = spans.entry(agent).or_insert_with(|| AgentClaim {
+                        agent_id: agent.to_owned(),
+                        customer_id: job.customer_id.clone(),
+                        first: ev.ts,
+                        last: ev.ts,
+                    });
+                    span.first = span.first.min(ev.ts);
+                    span.last = span.last.max(ev.ts);
+                    if !ev.agent_versions.is_empty() {
+                        heartbeats.push((job.customer_id.as_str(), ev.ts, &ev.agent_versions));
+                    }
+                    job_outcomes.push(outcome);
+                }
+            }
+        }
+        outcomes.push(job_outcomes);
+    }
+
+    // 4. Rare follow-ups: dead letters; an agent named first in this group by a customer
+    //    that does not own it (the owner's events still widen its span); heartbeat versions.
+    if !dead.is_empty() {
+        w.insert_dead_letters(&dead, now).await?;
+    }
+    let claimers: HashMap<&str, &str> = claims
+        .iter()
+        .map(|c| (c.agent_id.as_str(), c.customer_id.as_str()))
+        .collect();
+    let spans: Vec<AgentClaim> = spans
+        .into_values()
+        .filter(|s| claimers.get(s.agent_id.as_str()) != Some(&s.customer_id.as_str()))
+        .collect();
+    if !spans.is_empty() {
+        w.touch_agents(&spans).await?;
+    }
+    for (customer_id, ts, versions) in heartbeats {
+        w.set_agent_versions(customer_id, ts, versions).await?;
+    }
+
+    Ok(outcomes)
+}

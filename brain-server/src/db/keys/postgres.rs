@@ -1,0 +1,141 @@
+//! The Postgres statements of the keys domain (`TIMESTAMPTZ` times).
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{FromRow, PgPool};
+
+use super::{AuthKey, KeyInfo, NewKey};
+use crate::db::DbError;
+use crate::db::admin::postgres::insert_audit;
+
+#[derive(FromRow)]
+struct KeyRow {
+    key_id: String,
+    customer_id: String,
+    env: String,
+    label: Option<String>,
+    last4: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyRow> for KeyInfo {
+    fn from(r: KeyRow) -> Self {
+        KeyInfo {
+            key_id: r.key_id,
+            customer_id: r.customer_id,
+            env: r.env,
+            label: r.label,
+            last4: r.last4,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+/// Returns (customer created, rotation).
+pub(super) async fn mint_key(
+    pool: &PgPool,
+    name: &str,
+    k: &NewKey,
+    actor: &str,
+) -> Result<(bool, bool), DbError> {
+    let mut tx = pool.begin().await?;
+    let created = sqlx::query(
+        "INSERT INTO customers (customer_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (customer_id) DO NOTHING",
+    )
+    .bind(&k.customer_id)
+    .bind(name)
+    .bind(k.created_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_keys WHERE customer_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(&k.customer_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, customer_id, key_hash, env, label, last4, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&k.key_id)
+    .bind(&k.customer_id)
+    .bind(k.key_hash.as_str())
+    .bind(&k.env)
+    .bind(&k.label)
+    .bind(&k.last4)
+    .bind(k.created_at)
+    .execute(&mut *tx)
+    .await?;
+    let rotated = live > 0;
+    let params = json!({
+        "customer_id": k.customer_id, "key_id": k.key_id, "label": k.label,
+        "env": k.env, "last4": k.last4, "customer_created": created,
+    });
+    insert_audit(
+        &mut tx,
+        actor,
+        if rotated { "rotate" } else { "mint" },
+        &params,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((created, rotated))
+}
+
+pub(super) async fn revoke_key(
+    pool: &PgPool,
+    key_id: &str,
+    now: DateTime<Utc>,
+    actor: &str,
+) -> Result<Option<KeyInfo>, DbError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<KeyRow> = sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE key_id = $1 \
+         RETURNING key_id, customer_id, env, label, last4, created_at, revoked_at",
+    )
+    .bind(key_id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(r) = &row {
+        insert_audit(
+            &mut tx,
+            actor,
+            "revoke",
+            &json!({"key_id": key_id, "customer_id": r.customer_id}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(row.map(KeyInfo::from))
+}
+
+pub(super) async fn list_keys(
+    pool: &PgPool,
+    customer_id: Option<&str>,
+) -> Result<Vec<KeyInfo>, DbError> {
+    let rows: Vec<KeyRow> = sqlx::query_as(
+        "SELECT key_id, customer_id, env, label, last4, created_at, revoked_at FROM api_keys \
+         WHERE ($1::text IS NULL OR customer_id = $1) ORDER BY created_at, key_id",
+    )
+    .bind(customer_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(KeyInfo::from).collect())
+}
+
+pub(super) async fn find_live_key(pool: &PgPool, hash: &str) -> Result<Option<AuthKey>, DbError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT key_id, customer_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(key_id, customer_id)| AuthKey {
+        key_id,
+        customer_id,
+    }))
+}
