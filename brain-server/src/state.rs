@@ -59,8 +59,8 @@ impl AppState {
         self.0.writer.stats()
     }
 
-    /// Requests waiting for the ingest writer.
-    pub(crate) fn queue_depth(&self) -> usize {
+    /// Requests waiting in the ingest writer's queue (not yet taken into a group).
+    pub fn queue_depth(&self) -> usize {
         self.0.writer.queue_depth()
     }
 

@@ -55,7 +55,7 @@ both!(
     dashboard_needs_the_admin_token,
     database_down_is_503,
     page_and_health,
-    a_resend_completes_a_write_whose_follow_up_failed,
+    a_failed_group_commits_nothing_and_a_resend_stores_it_once,
     a_forbidden_copy_does_not_shadow_the_owners_event,
     a_forbidden_event_is_dead_lettered_as_sent,
 );
@@ -583,46 +583,83 @@ async fn rate_limit_answers_429_with_retry_after(backend: Backend) {
     app.stop().await;
 }
 
+/// Group commit's promise: while a commit is in flight, every request that arrives waits in
+/// the queue, and the writer then commits ALL of them (up to `group_events`) in one
+/// transaction. One request holds the writer on a lock; 127 more queue behind it; releasing
+/// the lock must take exactly 2 commits for the 128 requests.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test queues requests from tasks while the writer is held"
+)]
 async fn concurrent_single_event_requests_share_commits(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    let opts = Options {
+        limits: brain_server::config::Limits {
+            pg_writers: 1,
+            ..limits(10_000, 10_000)
+        },
+        ..Options::default()
+    };
+    let Some(app) = spawn_app_with(backend, opts).await else {
         return;
     };
     let key = app.mint("acme").await;
-    let before = app
-        .state
-        .writer_stats()
-        .commits
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let commits = || {
+        app.state
+            .writer_stats()
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = commits();
+    let lock = hold_writer(app.store()).await;
     let n = 128;
-    let tasks = (0..n).map(|i| {
+    let send = |i: u64| {
         let http = app.client.clone();
         let url = app.url("/v1/events");
         let key = key.clone();
-        async move {
-            let resp = http
-                .post(url)
+        tokio::spawn(async move {
+            http.post(url)
                 .bearer_auth(key)
                 .json(&tool_call("agent_a", "Bash", true, i))
                 .send()
                 .await
-                .unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-        }
-    });
-    futures_util::future::join_all(tasks).await;
-    let commits = app
-        .state
-        .writer_stats()
-        .commits
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - before;
-    assert_eq!(app.store().count_events().await.unwrap(), 128);
+                .unwrap()
+                .status()
+        })
+    };
+    let first = send(0);
+    // The writer takes the first request and waits on the lock; the others queue behind it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rest: Vec<_> = (1..n).map(send).collect();
     assert!(
-        commits < n,
-        "{n} concurrent requests took {commits} commits: no group commit"
+        wait_for(|| app.state.queue_depth() == usize::try_from(n - 1).unwrap()).await,
+        "only {} of {} requests queued",
+        app.state.queue_depth(),
+        n - 1
     );
-    eprintln!("{backend:?}: {n} concurrent single-event requests in {commits} commits");
+    lock.release().await;
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    for task in rest {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(app.store().count_events().await.unwrap(), 128);
+    assert_eq!(
+        commits() - before,
+        2,
+        "{n} requests: the first alone, then all {} queued behind it in one group",
+        n - 1
+    );
     app.stop().await;
+}
+
+/// Polls `f` every 10 ms for up to 10 s.
+async fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 async fn dashboard_reads_on_a_known_data_set(backend: Backend) {
@@ -963,11 +1000,12 @@ async fn page_and_health(backend: Backend) {
     app.stop().await;
 }
 
-/// A follow-up statement (here: the heartbeat's agent versions) fails after the events were
-/// written (on Postgres they are committed by then; SQLite rolls the whole group back). The
-/// client's resend of the same body must complete the write: the heartbeat, now a duplicate,
-/// still sets the agent's version, and the dead letter is not stored twice.
-async fn a_resend_completes_a_write_whose_follow_up_failed(backend: Backend) {
+/// The last statement of a group write (here: the heartbeat's agent versions) fails after the
+/// agent, the event and the dead letter were written. The group is one transaction on both
+/// backends, so nothing of it is committed: no event, no agent, no dead letter. The client's
+/// resend then stores everything once, the event as `accepted` (not a `duplicate` of a
+/// half-committed write), and a third send changes nothing.
+async fn a_failed_group_commits_nothing_and_a_resend_stores_it_once(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
@@ -1012,6 +1050,17 @@ async fn a_resend_completes_a_write_whose_follow_up_failed(backend: Backend) {
 
     let resp = app.post_events(&key, &body).await;
     assert!(resp.status().is_server_error(), "{}", resp.status());
+    assert_eq!(
+        app.store().count_events().await.unwrap(),
+        0,
+        "an event was committed"
+    );
+    assert!(
+        app.store().agent("agent_hb").await.unwrap().is_none(),
+        "the agent was committed"
+    );
+    let dead = app.store().dead_letters("acme", 10).await.unwrap();
+    assert!(dead.is_empty(), "a dead letter was committed: {dead:?}");
 
     match app.store() {
         brain_server::Store::Postgres(pool) => {
@@ -1029,6 +1078,7 @@ async fn a_resend_completes_a_write_whose_follow_up_failed(backend: Backend) {
     }
     let (status, resp) = app.ingest(&key, &body).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["results"][0]["status"], "accepted", "{resp}");
     assert_eq!(resp["results"][1]["status"], "rejected", "{resp}");
     let agent = app.store().agent("agent_hb").await.unwrap().unwrap();
     assert_eq!(agent.agent_version.as_deref(), Some("2.1.0"));
@@ -1070,26 +1120,7 @@ async fn a_forbidden_copy_does_not_shadow_the_owners_event(backend: Backend) {
     assert_eq!(body["accepted"], 1);
 
     // Hold the writer on a lock so that the next requests queue up into one group.
-    let lock = match app.store() {
-        brain_server::Store::Postgres(pool) => {
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            Lock::Pg(tx)
-        }
-        brain_server::Store::Sqlite(pool) => {
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query(
-                "INSERT INTO customers (customer_id, name, created_at) VALUES ('lock', 'lock', 0)",
-            )
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-            Lock::Sqlite(tx)
-        }
-    };
+    let lock = hold_writer(app.store()).await;
     let commits_before = app
         .state
         .writer_stats()
@@ -1120,10 +1151,7 @@ async fn a_forbidden_copy_does_not_shadow_the_owners_event(backend: Backend) {
         tokio::spawn(async move { app.ingest(&acme, &own).await })
     };
     tokio::time::sleep(pause).await;
-    match lock {
-        Lock::Pg(tx) => tx.rollback().await.unwrap(),
-        Lock::Sqlite(tx) => tx.rollback().await.unwrap(),
-    }
+    lock.release().await;
     assert_eq!(blocker.await.unwrap().1["accepted"], 1);
     let (status, forbidden) = forbidden.await.unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{forbidden}");
@@ -1145,9 +1173,45 @@ async fn a_forbidden_copy_does_not_shadow_the_owners_event(backend: Backend) {
 }
 
 /// A transaction that holds the ingest writer back.
+/// A transaction that blocks the ingest writer until released: Postgres by an exclusive lock
+/// on `events`, SQLite by holding the one write lock.
 enum Lock<'a> {
     Pg(sqlx::Transaction<'a, sqlx::Postgres>),
     Sqlite(sqlx::Transaction<'a, sqlx::Sqlite>),
+}
+
+/// Blocks the store's writers until [`Lock::release`].
+async fn hold_writer(store: &brain_server::Store) -> Lock<'static> {
+    match store {
+        brain_server::Store::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            Lock::Pg(tx)
+        }
+        brain_server::Store::Sqlite(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(
+                "INSERT INTO customers (customer_id, name, created_at) VALUES ('lock', 'lock', 0)",
+            )
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            Lock::Sqlite(tx)
+        }
+    }
+}
+
+impl Lock<'_> {
+    /// Lets the writers go on (nothing of the lock's transaction is kept).
+    async fn release(self) {
+        match self {
+            Lock::Pg(tx) => tx.rollback().await.unwrap(),
+            Lock::Sqlite(tx) => tx.rollback().await.unwrap(),
+        }
+    }
 }
 
 /// An `agent_forbidden` dead letter keeps the element as sent: an envelope field this server
