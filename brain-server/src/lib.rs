@@ -13,7 +13,7 @@
 //!    the JSON into raw elements (`ingest/body.rs`), validates each with
 //!    [`shared_proto::Event::parse`] (`ingest/validate.rs`), and hands the request to the
 //!    ingest writer (`ingest/writer.rs`) over a bounded queue (full → 503).
-//! 4. The writer takes every queued request into ONE transaction ([`Store::write_group`] in
+//! 4. The writer takes every queued request into ONE transaction (`Store::write_group` in
 //!    `db/ingest/`): claims new agents, refuses agents owned by another customer, inserts
 //!    events with `ON CONFLICT DO NOTHING` (duplicates), dead-letters rejections, updates
 //!    agents, commits. A failed group commits nothing.

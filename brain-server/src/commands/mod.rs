@@ -1,5 +1,5 @@
-//! The operator commands of SPEC §5, one module per command family: [`serve`] (the HTTP
-//! server), `migrate` (here), [`keys`] (`mint-key`, `revoke-key`, `keys`). This module
+//! The operator commands of SPEC §5, one module per command family: `serve` (the HTTP
+//! server), `migrate` (here), `keys` (`mint-key`, `revoke-key`, `keys`). This module
 //! dispatches and owns the one function that writes to stdout.
 
 mod keys;

@@ -6,11 +6,11 @@
 //! and two halves, `postgres.rs` and `sqlite.rs`, holding one function per statement, run with
 //! `sqlx::query_as` at runtime (the checked macros would bind the crate to one backend):
 //!
-//! - [`ingest`]: the group write of ingest requests (agents, events, dead letters), one
+//! - `ingest`: the group write of ingest requests (agents, events, dead letters), one
 //!   transaction per group on both backends;
-//! - [`keys`]: minting, revoking, listing and looking up API keys;
-//! - [`admin`]: operator reads and the audit log (dead letters, agents, audit entries);
-//! - [`dashboard`]: the `/v1/dashboard/*` reads.
+//! - `keys`: minting, revoking, listing and looking up API keys;
+//! - `admin`: operator reads and the audit log (dead letters, agents, audit entries);
+//! - `dashboard`: the `/v1/dashboard/*` reads.
 //!
 //! A `Store` method picks its backend with the `dispatch!` macro instead of a hand-written
 //! `match` per method.
