@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Backend, drop_postgres_db, fresh_postgres_db, tool_call};
+use crate::helpers::{Backend, fresh_postgres_db, tool_call};
 
 const BIN: &str = env!("CARGO_BIN_EXE_brain-server");
 
@@ -39,7 +39,7 @@ async fn binary_end_to_end(backend: Backend) {
             None => return,
         },
     };
-    let url = pg.as_ref().map(|(url, _, _)| url.as_str());
+    let url = pg.as_ref().map(|db| db.url.as_str());
 
     // mint-key: stdout is exactly the key, one line.
     let out = cmd(dir.path(), url)
@@ -170,10 +170,6 @@ async fn binary_end_to_end(backend: Backend) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    if let Some((_, base, name)) = pg {
-        drop_postgres_db(&base, &name).await;
-    }
 }
 
 mod binary_end_to_end {
@@ -249,4 +245,26 @@ fn sqlite_counts(path: &Path) -> (i64, i64) {
             .unwrap();
         (migrations, keys)
     })
+}
+
+/// Bad usage is an operator error: exit 1 with the reason on stderr (clap's own 2 means an
+/// unexpected failure here); `--help` succeeds on stdout.
+#[test]
+fn bad_flags_exit_1_and_help_exits_0() {
+    let dir = tempfile::TempDir::new().unwrap();
+    for args in [&["--no-such-flag"][..], &["mint-key", "--no-such-flag"]] {
+        let out = cmd(dir.path(), None).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"),
+            "{args:?}: {out:?}"
+        );
+    }
+
+    let out = cmd(dir.path(), None).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Usage: brain-server"), "{help}");
+    assert!(help.contains("mint-key"), "{help}");
 }

@@ -39,9 +39,9 @@ pub(crate) fn postgres_settings() -> (String, bool) {
     (url, required)
 }
 
-/// A fresh, empty Postgres database: (its URL, base URL, name). `None` when Postgres is
+/// A fresh, empty Postgres database, dropped with its guard. `None` when Postgres is
 /// unreachable and not required.
-pub(crate) async fn fresh_postgres_db() -> Option<(String, String, String)> {
+pub(crate) async fn fresh_postgres_db() -> Option<TestDb> {
     let (base, required) = postgres_settings();
     let mut conn = match sqlx::PgConnection::connect(&base).await {
         Ok(c) => c,
@@ -62,17 +62,52 @@ pub(crate) async fn fresh_postgres_db() -> Option<(String, String, String)> {
         .expect("create test database");
     let _ = conn.close().await;
     let (prefix, _) = base.rsplit_once('/').expect("postgres URL has a path");
-    Some((format!("{prefix}/{name}"), base, name))
+    Some(TestDb {
+        url: format!("{prefix}/{name}"),
+        base,
+        name,
+    })
 }
 
-pub(crate) async fn drop_postgres_db(base: &str, name: &str) {
-    if let Ok(mut conn) = sqlx::PgConnection::connect(base).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-        let _ = conn.close().await;
+/// A Postgres database made for one test and dropped when this guard is, on every exit path:
+/// a test that returns, fails an assertion or panics leaves no database behind.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    /// URL of the database itself.
+    pub(crate) url: String,
+    /// URL of the database we connected to in order to create it (and to drop it).
+    base: String,
+    name: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // On a thread of its own with a runtime of its own: `Drop` is synchronous, and the
+        // test's runtime may not block on another one. `WITH (FORCE)` ends the connections
+        // that a pool or a server process still holds.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(sqlx::Error::Io)?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&base).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        // Never panic here: a second panic while a failed test unwinds aborts the run.
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("WARNING: test database {} not dropped: {e}", self.name),
+            Err(_) => eprintln!("WARNING: test database {} not dropped: panicked", self.name),
+        }
     }
 }
 
@@ -85,7 +120,8 @@ pub(crate) struct TestApp {
     pub(crate) data_dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    pg: Option<(String, String)>,
+    /// The Postgres database, dropped with the app however the test ends.
+    pg: Option<TestDb>,
 }
 
 /// Options of [`spawn_app_with`].
@@ -118,13 +154,13 @@ pub(crate) async fn spawn_app_with(backend: Backend, opts: Options) -> Option<Te
     let (db, pg) = match backend {
         Backend::Sqlite => (DbConfig::embedded(data_dir.path()), None),
         Backend::Postgres => {
-            let (url, base, name) = fresh_postgres_db().await?;
+            let db = fresh_postgres_db().await?;
             (
                 DbConfig {
-                    database_url: Some(url.into()),
+                    database_url: Some(db.url.clone().into()),
                     data_dir: data_dir.path().to_owned(),
                 },
-                Some((base, name)),
+                Some(db),
             )
         }
     };
@@ -255,9 +291,7 @@ impl TestApp {
             server.await.expect("server task").expect("server result");
         }
         self.state.store().close().await;
-        if let Some((base, name)) = self.pg.take() {
-            drop_postgres_db(&base, &name).await;
-        }
+        drop(self.pg.take());
     }
 }
 
