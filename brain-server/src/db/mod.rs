@@ -245,3 +245,23 @@ async fn sqlite_setup_lock(db: &Path) -> Result<Option<std::fs::File>, DbError> 
 fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
+
+/// A time as a backend returns it: `TIMESTAMPTZ` from Postgres, integer unix milliseconds
+/// from SQLite. Row types generic over it are written once, in the domain's `mod.rs`, for
+/// both backends.
+trait StoredTime {
+    /// The time in UTC.
+    fn into_utc(self) -> DateTime<Utc>;
+}
+
+impl StoredTime for DateTime<Utc> {
+    fn into_utc(self) -> DateTime<Utc> {
+        self
+    }
+}
+
+impl StoredTime for i64 {
+    fn into_utc(self) -> DateTime<Utc> {
+        from_ms(self)
+    }
+}

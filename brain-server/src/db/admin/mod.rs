@@ -7,8 +7,9 @@ pub(super) mod sqlite;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::FromRow;
 
-use super::{DbError, Store};
+use super::{DbError, Store, StoredTime};
 
 impl Store {
     /// Number of rows in `events` (for tests and the health read).
@@ -95,4 +96,30 @@ pub struct AuditEntry {
     pub action: String,
     /// Parameters (never a plaintext key).
     pub params: Value,
+}
+
+/// A `dead_letters` row, times as the backend `T` returns them.
+#[derive(FromRow)]
+struct DeadLetterRow<T> {
+    id: i64,
+    customer_id: String,
+    received_at: T,
+    event_id: Option<String>,
+    raw: String,
+    reason: String,
+    message: String,
+}
+
+impl<T: StoredTime> From<DeadLetterRow<T>> for DeadLetter {
+    fn from(r: DeadLetterRow<T>) -> Self {
+        DeadLetter {
+            id: r.id,
+            customer_id: r.customer_id,
+            received_at: r.received_at.into_utc(),
+            event_id: r.event_id,
+            raw: r.raw,
+            reason: r.reason,
+            message: r.message,
+        }
+    }
 }

@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{AgentRow, AuditEntry, DeadLetter};
+use super::{AgentRow, AuditEntry, DeadLetter, DeadLetterRow};
 use crate::db::DbError;
 
 pub(super) async fn count_events(pool: &PgPool) -> Result<i64, DbError> {
@@ -30,23 +30,12 @@ pub(in crate::db) async fn insert_audit(
     Ok(())
 }
 
-#[derive(FromRow)]
-struct DeadLetterRow {
-    id: i64,
-    customer_id: String,
-    received_at: DateTime<Utc>,
-    event_id: Option<String>,
-    raw: String,
-    reason: String,
-    message: String,
-}
-
 pub(super) async fn dead_letters(
     pool: &PgPool,
     customer_id: &str,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, DbError> {
-    let rows: Vec<DeadLetterRow> = sqlx::query_as(
+    let rows: Vec<DeadLetterRow<DateTime<Utc>>> = sqlx::query_as(
         "SELECT id, customer_id, received_at, event_id, raw, reason, message FROM dead_letters \
          WHERE customer_id = $1 ORDER BY id DESC LIMIT $2",
     )
@@ -54,18 +43,7 @@ pub(super) async fn dead_letters(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| DeadLetter {
-            id: r.id,
-            customer_id: r.customer_id,
-            received_at: r.received_at,
-            event_id: r.event_id,
-            raw: r.raw,
-            reason: r.reason,
-            message: r.message,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 /// agent_id, customer_id, first_seen_at, last_seen_at, agent_version.

@@ -2,9 +2,9 @@
 
 use chrono::Utc;
 use serde_json::Value;
-use sqlx::{FromRow, Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::{AgentRow, AuditEntry, DeadLetter};
+use super::{AgentRow, AuditEntry, DeadLetter, DeadLetterRow};
 use crate::db::{DbError, from_ms};
 
 pub(super) async fn count_events(pool: &SqlitePool) -> Result<i64, DbError> {
@@ -30,23 +30,12 @@ pub(in crate::db) async fn insert_audit(
     Ok(())
 }
 
-#[derive(FromRow)]
-struct DeadLetterRow {
-    id: i64,
-    customer_id: String,
-    received_at: i64,
-    event_id: Option<String>,
-    raw: String,
-    reason: String,
-    message: String,
-}
-
 pub(super) async fn dead_letters(
     pool: &SqlitePool,
     customer_id: &str,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, DbError> {
-    let rows: Vec<DeadLetterRow> = sqlx::query_as(
+    let rows: Vec<DeadLetterRow<i64>> = sqlx::query_as(
         "SELECT id, customer_id, received_at, event_id, raw, reason, message FROM dead_letters \
          WHERE customer_id = ? ORDER BY id DESC LIMIT ?",
     )
@@ -54,18 +43,7 @@ pub(super) async fn dead_letters(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| DeadLetter {
-            id: r.id,
-            customer_id: r.customer_id,
-            received_at: from_ms(r.received_at),
-            event_id: r.event_id,
-            raw: r.raw,
-            reason: r.reason,
-            message: r.message,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn agent(pool: &SqlitePool, agent_id: &str) -> Result<Option<AgentRow>, DbError> {

@@ -6,8 +6,9 @@ mod postgres;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
+use sqlx::FromRow;
 
-use super::{DbError, Store};
+use super::{DbError, Store, StoredTime};
 
 impl Store {
     /// Per customer over `since..`: sessions, errors, cost, agents, events, last seen.
@@ -105,4 +106,96 @@ pub(crate) struct HealthRow {
     pub(crate) dead_letters_last_24h: i64,
     /// The event ingested in the last hour with the largest lag: (event_id, ts, ingested_at).
     pub(crate) most_late: Option<(String, DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// A row of the overview query, times as the backend `T` returns them.
+#[derive(FromRow)]
+struct OverviewDbRow<T> {
+    customer_id: String,
+    name: String,
+    events: i64,
+    sessions: i64,
+    errors: i64,
+    cost_cents: f64,
+    agents: i64,
+    last_seen: Option<T>,
+}
+
+impl<T: StoredTime> From<OverviewDbRow<T>> for OverviewRow {
+    fn from(r: OverviewDbRow<T>) -> Self {
+        OverviewRow {
+            customer_id: r.customer_id,
+            name: r.name,
+            events: r.events,
+            sessions: r.sessions,
+            errors: r.errors,
+            cost_cents: r.cost_cents,
+            agents: r.agents,
+            last_seen: r.last_seen.map(T::into_utc),
+        }
+    }
+}
+
+/// A row of the customers query, times as the backend `T` returns them.
+#[derive(FromRow)]
+struct CustomerDbRow<T> {
+    customer_id: String,
+    name: String,
+    created_at: T,
+    events: i64,
+    sessions: i64,
+    tool_calls: i64,
+    errors: i64,
+    cost_cents: f64,
+    agents: i64,
+    last_seen: Option<T>,
+}
+
+impl<T: StoredTime> From<CustomerDbRow<T>> for CustomerRow {
+    fn from(r: CustomerDbRow<T>) -> Self {
+        CustomerRow {
+            customer_id: r.customer_id,
+            name: r.name,
+            created_at: r.created_at.into_utc(),
+            events: r.events,
+            sessions: r.sessions,
+            tool_calls: r.tool_calls,
+            errors: r.errors,
+            cost_cents: r.cost_cents,
+            agents: r.agents,
+            last_seen: r.last_seen.map(T::into_utc),
+        }
+    }
+}
+
+/// A row of the agents query, times as the backend `T` returns them.
+#[derive(FromRow)]
+struct AgentDbRow<T> {
+    agent_id: String,
+    customer_id: String,
+    agent_version: Option<String>,
+    first_seen_at: T,
+    last_seen_at: T,
+    events: i64,
+    sessions: i64,
+    tool_calls: i64,
+    errors: i64,
+    cost_cents: f64,
+}
+
+impl<T: StoredTime> From<AgentDbRow<T>> for AgentSummary {
+    fn from(r: AgentDbRow<T>) -> Self {
+        AgentSummary {
+            agent_id: r.agent_id,
+            customer_id: r.customer_id,
+            agent_version: r.agent_version,
+            first_seen: r.first_seen_at.into_utc(),
+            last_seen: r.last_seen_at.into_utc(),
+            events: r.events,
+            sessions: r.sessions,
+            tool_calls: r.tool_calls,
+            errors: r.errors,
+            cost_cents: r.cost_cents,
+        }
+    }
 }

@@ -1,29 +1,20 @@
 //! The Postgres statements of the dashboard reads.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{AgentSummary, CustomerRow, HealthRow, OverviewRow, ToolCallRow};
+use super::{
+    AgentDbRow, AgentSummary, CustomerDbRow, CustomerRow, HealthRow, OverviewDbRow, OverviewRow,
+    ToolCallRow,
+};
 use crate::db::DbError;
-
-#[derive(FromRow)]
-struct OverviewDbRow {
-    customer_id: String,
-    name: String,
-    events: i64,
-    sessions: i64,
-    errors: i64,
-    cost_cents: f64,
-    agents: i64,
-    last_seen: Option<DateTime<Utc>>,
-}
 
 pub(super) async fn overview(
     pool: &PgPool,
     since: DateTime<Utc>,
 ) -> Result<Vec<OverviewRow>, DbError> {
-    let rows: Vec<OverviewDbRow> = sqlx::query_as(
+    let rows: Vec<OverviewDbRow<DateTime<Utc>>> = sqlx::query_as(
         "SELECT c.customer_id, c.name, \
            COUNT(e.event_id) AS events, \
            COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
@@ -38,37 +29,11 @@ pub(super) async fn overview(
     .bind(since)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| OverviewRow {
-            customer_id: r.customer_id,
-            name: r.name,
-            events: r.events,
-            sessions: r.sessions,
-            errors: r.errors,
-            cost_cents: r.cost_cents,
-            agents: r.agents,
-            last_seen: r.last_seen,
-        })
-        .collect())
-}
-
-#[derive(FromRow)]
-struct CustomerDbRow {
-    customer_id: String,
-    name: String,
-    created_at: DateTime<Utc>,
-    events: i64,
-    sessions: i64,
-    tool_calls: i64,
-    errors: i64,
-    cost_cents: f64,
-    agents: i64,
-    last_seen: Option<DateTime<Utc>>,
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn customers(pool: &PgPool) -> Result<Vec<CustomerRow>, DbError> {
-    let rows: Vec<CustomerDbRow> = sqlx::query_as(
+    let rows: Vec<CustomerDbRow<DateTime<Utc>>> = sqlx::query_as(
         "SELECT c.customer_id, c.name, c.created_at, \
            COUNT(e.event_id) AS events, \
            COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
@@ -83,42 +48,14 @@ pub(super) async fn customers(pool: &PgPool) -> Result<Vec<CustomerRow>, DbError
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| CustomerRow {
-            customer_id: r.customer_id,
-            name: r.name,
-            created_at: r.created_at,
-            events: r.events,
-            sessions: r.sessions,
-            tool_calls: r.tool_calls,
-            errors: r.errors,
-            cost_cents: r.cost_cents,
-            agents: r.agents,
-            last_seen: r.last_seen,
-        })
-        .collect())
-}
-
-#[derive(FromRow)]
-struct AgentDbRow {
-    agent_id: String,
-    customer_id: String,
-    agent_version: Option<String>,
-    first_seen_at: DateTime<Utc>,
-    last_seen_at: DateTime<Utc>,
-    events: i64,
-    sessions: i64,
-    tool_calls: i64,
-    errors: i64,
-    cost_cents: f64,
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn agents(
     pool: &PgPool,
     customer_id: Option<&str>,
 ) -> Result<Vec<AgentSummary>, DbError> {
-    let rows: Vec<AgentDbRow> = sqlx::query_as(
+    let rows: Vec<AgentDbRow<DateTime<Utc>>> = sqlx::query_as(
         "SELECT a.agent_id, a.customer_id, a.agent_version, a.first_seen_at, a.last_seen_at, \
            COUNT(e.event_id) AS events, \
            COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
@@ -133,21 +70,7 @@ pub(super) async fn agents(
     .bind(customer_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AgentSummary {
-            agent_id: r.agent_id,
-            customer_id: r.customer_id,
-            agent_version: r.agent_version,
-            first_seen: r.first_seen_at,
-            last_seen: r.last_seen_at,
-            events: r.events,
-            sessions: r.sessions,
-            tool_calls: r.tool_calls,
-            errors: r.errors,
-            cost_cents: r.cost_cents,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn tool_calls(

@@ -1,25 +1,16 @@
 //! The SQLite statements of the dashboard reads (times as integer unix milliseconds).
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::SqlitePool;
 
-use super::{AgentSummary, CustomerRow, HealthRow, OverviewRow, ToolCallRow};
+use super::{
+    AgentDbRow, AgentSummary, CustomerDbRow, CustomerRow, HealthRow, OverviewDbRow, OverviewRow,
+    ToolCallRow,
+};
 use crate::db::{DbError, from_ms};
 
 /// `errors` = `error` events plus failed tool calls (`ok` is false).
 const ERRORS: &str = "e.event_type = 'error' OR (e.event_type = 'tool_call' AND json_extract(e.payload, '$.ok') = 0)";
-
-#[derive(FromRow)]
-struct OverviewDbRow {
-    customer_id: String,
-    name: String,
-    events: i64,
-    sessions: i64,
-    errors: i64,
-    cost_cents: f64,
-    agents: i64,
-    last_seen: Option<i64>,
-}
 
 pub(super) async fn overview(
     pool: &SqlitePool,
@@ -36,37 +27,11 @@ pub(super) async fn overview(
          FROM customers c LEFT JOIN events e ON e.customer_id = c.customer_id AND e.ts >= ? \
          GROUP BY c.customer_id, c.name ORDER BY c.customer_id"
     );
-    let rows: Vec<OverviewDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<OverviewDbRow<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(since.timestamp_millis())
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| OverviewRow {
-            customer_id: r.customer_id,
-            name: r.name,
-            events: r.events,
-            sessions: r.sessions,
-            errors: r.errors,
-            cost_cents: r.cost_cents,
-            agents: r.agents,
-            last_seen: r.last_seen.map(from_ms),
-        })
-        .collect())
-}
-
-#[derive(FromRow)]
-struct CustomerDbRow {
-    customer_id: String,
-    name: String,
-    created_at: i64,
-    events: i64,
-    sessions: i64,
-    tool_calls: i64,
-    errors: i64,
-    cost_cents: f64,
-    agents: i64,
-    last_seen: Option<i64>,
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn customers(pool: &SqlitePool) -> Result<Vec<CustomerRow>, DbError> {
@@ -82,38 +47,10 @@ pub(super) async fn customers(pool: &SqlitePool) -> Result<Vec<CustomerRow>, DbE
          FROM customers c LEFT JOIN events e ON e.customer_id = c.customer_id \
          GROUP BY c.customer_id, c.name, c.created_at ORDER BY c.customer_id"
     );
-    let rows: Vec<CustomerDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<CustomerDbRow<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| CustomerRow {
-            customer_id: r.customer_id,
-            name: r.name,
-            created_at: from_ms(r.created_at),
-            events: r.events,
-            sessions: r.sessions,
-            tool_calls: r.tool_calls,
-            errors: r.errors,
-            cost_cents: r.cost_cents,
-            agents: r.agents,
-            last_seen: r.last_seen.map(from_ms),
-        })
-        .collect())
-}
-
-#[derive(FromRow)]
-struct AgentDbRow {
-    agent_id: String,
-    customer_id: String,
-    agent_version: Option<String>,
-    first_seen_at: i64,
-    last_seen_at: i64,
-    events: i64,
-    sessions: i64,
-    tool_calls: i64,
-    errors: i64,
-    cost_cents: f64,
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn agents(
@@ -131,25 +68,11 @@ pub(super) async fn agents(
          WHERE (?1 IS NULL OR a.customer_id = ?1) \
          GROUP BY a.agent_id ORDER BY a.customer_id, a.agent_id"
     );
-    let rows: Vec<AgentDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<AgentDbRow<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(customer_id)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AgentSummary {
-            agent_id: r.agent_id,
-            customer_id: r.customer_id,
-            agent_version: r.agent_version,
-            first_seen: from_ms(r.first_seen_at),
-            last_seen: from_ms(r.last_seen_at),
-            events: r.events,
-            sessions: r.sessions,
-            tool_calls: r.tool_calls,
-            errors: r.errors,
-            cost_cents: r.cost_cents,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn tool_calls(

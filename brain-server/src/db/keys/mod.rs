@@ -9,9 +9,10 @@ mod sqlite;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shared_proto::{ApiKey, KeyEnv, KeyHash};
+use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::{DbError, Store};
+use super::{DbError, Store, StoredTime};
 
 impl Store {
     /// Mints a new key for `customer_id`, creating the customer (named `name`) if missing.
@@ -123,4 +124,30 @@ struct NewKey {
     label: Option<String>,
     last4: String,
     created_at: DateTime<Utc>,
+}
+
+/// An `api_keys` row without its hash, times as the backend `T` returns them.
+#[derive(FromRow)]
+struct KeyRow<T> {
+    key_id: String,
+    customer_id: String,
+    env: String,
+    label: Option<String>,
+    last4: String,
+    created_at: T,
+    revoked_at: Option<T>,
+}
+
+impl<T: StoredTime> From<KeyRow<T>> for KeyInfo {
+    fn from(r: KeyRow<T>) -> Self {
+        KeyInfo {
+            key_id: r.key_id,
+            customer_id: r.customer_id,
+            env: r.env,
+            label: r.label,
+            last4: r.last4,
+            created_at: r.created_at.into_utc(),
+            revoked_at: r.revoked_at.map(T::into_utc),
+        }
+    }
 }

@@ -2,36 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{FromRow, SqlitePool};
+use sqlx::SqlitePool;
 
-use super::{AuthKey, KeyInfo, NewKey};
+use super::{AuthKey, KeyInfo, KeyRow, NewKey};
+use crate::db::DbError;
 use crate::db::admin::sqlite::insert_audit;
-use crate::db::{DbError, from_ms};
-
-#[derive(FromRow)]
-struct KeyRow {
-    key_id: String,
-    customer_id: String,
-    env: String,
-    label: Option<String>,
-    last4: String,
-    created_at: i64,
-    revoked_at: Option<i64>,
-}
-
-impl From<KeyRow> for KeyInfo {
-    fn from(r: KeyRow) -> Self {
-        KeyInfo {
-            key_id: r.key_id,
-            customer_id: r.customer_id,
-            env: r.env,
-            label: r.label,
-            last4: r.last4,
-            created_at: from_ms(r.created_at),
-            revoked_at: r.revoked_at.map(from_ms),
-        }
-    }
-}
 
 /// Returns (customer created, rotation).
 pub(super) async fn mint_key(
@@ -92,7 +67,7 @@ pub(super) async fn revoke_key(
     actor: &str,
 ) -> Result<Option<KeyInfo>, DbError> {
     let mut tx = pool.begin().await?;
-    let row: Option<KeyRow> = sqlx::query_as(
+    let row: Option<KeyRow<i64>> = sqlx::query_as(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE key_id = ?1 \
          RETURNING key_id, customer_id, env, label, last4, created_at, revoked_at",
     )
@@ -110,21 +85,21 @@ pub(super) async fn revoke_key(
         .await?;
     }
     tx.commit().await?;
-    Ok(row.map(KeyInfo::from))
+    Ok(row.map(Into::into))
 }
 
 pub(super) async fn list_keys(
     pool: &SqlitePool,
     customer_id: Option<&str>,
 ) -> Result<Vec<KeyInfo>, DbError> {
-    let rows: Vec<KeyRow> = sqlx::query_as(
+    let rows: Vec<KeyRow<i64>> = sqlx::query_as(
         "SELECT key_id, customer_id, env, label, last4, created_at, revoked_at FROM api_keys \
          WHERE (?1 IS NULL OR customer_id = ?1) ORDER BY created_at, key_id",
     )
     .bind(customer_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(KeyInfo::from).collect())
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn find_live_key(
