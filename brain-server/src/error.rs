@@ -181,14 +181,18 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 
 /// A Postgres SQLSTATE (five characters) or a SQLite extended result code (a number) that
 /// means "unavailable": Postgres `53300` too many connections, `57P01`–`57P03` shutting down
-/// or starting, `08xxx` connection exceptions; SQLite `SQLITE_BUSY` (5) or `SQLITE_LOCKED`
+/// or starting, `08xxx` connection exceptions, `40P01`/`40001` a transaction conflict that
+/// outlasted the writer's retries (nothing was committed); SQLite `SQLITE_BUSY` (5) or `SQLITE_LOCKED`
 /// (6) and their extended codes, which reach us only after the 5 s busy timeout.
 fn unavailable_code(code: &str) -> bool {
     const SQLITE_BUSY: i32 = 5;
     const SQLITE_LOCKED: i32 = 6;
     if code.len() == 5 {
         // A SQLSTATE: SQLite extended result codes have at most four digits.
-        return matches!(code, "53300" | "57P01" | "57P02" | "57P03") || code.starts_with("08");
+        return matches!(
+            code,
+            "53300" | "57P01" | "57P02" | "57P03" | "40P01" | "40001"
+        ) || code.starts_with("08");
     }
     code.parse::<i32>()
         .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
@@ -265,7 +269,8 @@ mod tests {
     fn unavailability_maps_to_503_with_retry_after() {
         // Postgres: too many connections, shutting down / starting, connection exceptions.
         for code in [
-            "53300", "57P01", "57P02", "57P03", "08000", "08003", "08006", "08P01",
+            "53300", "57P01", "57P02", "57P03", "08000", "08003", "08006", "08P01", "40P01",
+            "40001",
         ] {
             assert_unavailable(coded(code), code);
         }

@@ -1249,3 +1249,57 @@ async fn a_forbidden_event_is_dead_lettered_as_sent(backend: Backend) {
     assert_eq!(raw, stolen);
     app.stop().await;
 }
+
+/// Postgres aborts one of two deadlocked transactions (SQLSTATE 40P01). The writer runs an
+/// aborted group again (it committed nothing), so the client sees a 200 and the event is
+/// stored once; a conflict that outlasts the retries is a 503 with `Retry-After`, never a
+/// 500. The conflict is injected by a trigger that fails the first `fail_first` inserts
+/// (counted by a sequence, which a rollback does not undo).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_transaction_conflict_is_written_again() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let brain_server::Store::Postgres(pool) = app.store() else {
+        panic!("a Postgres app");
+    };
+    let inject = |fail_first: u32| {
+        format!(
+            "DROP TRIGGER IF EXISTS conflict ON events; DROP SEQUENCE IF EXISTS conflicts; \
+             CREATE SEQUENCE conflicts; \
+             CREATE OR REPLACE FUNCTION conflict() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF nextval('conflicts') <= {fail_first} THEN \
+                 RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01'; END IF; \
+               RETURN NEW; END $$; \
+             CREATE TRIGGER conflict BEFORE INSERT ON events \
+               FOR EACH ROW EXECUTE FUNCTION conflict();"
+        )
+    };
+
+    // One conflict: written again, stored once.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(inject(1)))
+        .execute(pool)
+        .await
+        .unwrap();
+    let (status, resp) = app
+        .ingest(&key, &tool_call("agent_a", "Bash", true, 1))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["accepted"], 1, "{resp}");
+    assert_eq!(app.store().count_events().await.unwrap(), 1);
+
+    // Conflicts every time: 503 with Retry-After, nothing stored.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(inject(1_000)))
+        .execute(pool)
+        .await
+        .unwrap();
+    let resp = app
+        .post_events(&key, &tool_call("agent_a", "Bash", true, 2))
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_error(&resp.json::<Value>().await.unwrap(), "database_unavailable");
+    assert_eq!(app.store().count_events().await.unwrap(), 1);
+    app.stop().await;
+}

@@ -33,10 +33,29 @@ impl Store {
         let now = Utc::now();
         match self {
             Store::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                let out = write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now).await?;
-                tx.commit().await?;
-                Ok(out)
+                // Concurrent writers' transactions can deadlock on agent rows (each widens
+                // the spans of its group's agents, then sets heartbeat versions): Postgres
+                // aborts one of them, which committed nothing, so it is simply run again.
+                let mut attempt = 1;
+                loop {
+                    let mut tx = pool.begin().await?;
+                    let written = async {
+                        let out =
+                            write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now).await?;
+                        tx.commit().await?;
+                        Ok(out)
+                    }
+                    .await;
+                    match written {
+                        Err(DbError::Query(e))
+                            if attempt < PG_ATTEMPTS && is_transaction_conflict(&e) =>
+                        {
+                            tracing::debug!(error = %e, attempt, "ingest transaction conflict; writing the group again");
+                            attempt += 1;
+                        }
+                        other => return other,
+                    }
+                }
             }
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
@@ -45,6 +64,18 @@ impl Store {
                 Ok(out)
             }
         }
+    }
+}
+
+/// How many times a Postgres group write is tried when it loses a transaction conflict.
+const PG_ATTEMPTS: u32 = 3;
+
+/// Whether Postgres aborted the transaction for a conflict with another one (SQLSTATE
+/// `40P01` deadlock detected, `40001` serialization failure): running it again may succeed.
+fn is_transaction_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c == "40P01" || c == "40001"),
+        _ => false,
     }
 }
 
