@@ -999,7 +999,7 @@ fn import_backfills_once_and_shares_the_hook_ledger() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 sessions"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 6 sessions"));
 }
 
 /// A loopback upstream answering every request with `status_line` and `body` (no JSON
