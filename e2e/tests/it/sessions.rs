@@ -1,28 +1,17 @@
-//! End to end on real Claude Code sessions: the real `brain-emit` binary driven by the
-//! recorded transcripts and hook payloads as Claude Code would drive it, the real
-//! `brain-server` binary on SQLite and on Postgres, checked against ccusage's figures.
-
-#![expect(
-    clippy::disallowed_methods,
-    reason = "the test reads its own knobs (CARGO, BRAIN_TEST_POSTGRES_URL, BRAIN_REQUIRE_POSTGRES)"
-)]
-#![expect(
-    clippy::print_stderr,
-    reason = "a skipped Postgres test must say so loudly"
-)]
+//! Real Claude Code sessions end to end: the emitter driven by the recorded transcripts and
+//! hook payloads as Claude Code would drive it, the server on SQLite and on Postgres, the store
+//! checked against the transcripts and ccusage's figures; and a server killed mid-flush.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/claude-code");
+use crate::helpers::{Backend, Emitter, FIXTURES, Server, Stored};
 
 /// The sessions this project carries, by the name ccusage reports them under.
 const SESSIONS: [&str; 4] = [
@@ -31,198 +20,6 @@ const SESSIONS: [&str; 4] = [
     "subagent",
     "ae4a77f8-aedd-4bc1-888f-c94edc91af04",
 ];
-
-// ---------------------------------------------------------------------------------------------
-// Binaries and processes.
-
-fn emit_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_brain-emit"))
-}
-
-/// The `brain-server` binary of the same build; built on demand when this package's tests
-/// run alone.
-fn server_bin() -> PathBuf {
-    let path = emit_bin().with_file_name("brain-server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "brain-server", "--bin", "brain-server"])
-            .status()
-            .expect("run cargo build -p brain-server");
-        assert!(status.success(), "cargo build -p brain-server failed");
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-/// Where the server keeps its data: the embedded SQLite file or a fresh Postgres database.
-enum Backend {
-    Sqlite { data_dir: PathBuf },
-    Postgres { url: String },
-}
-
-impl Backend {
-    fn database_url(&self) -> String {
-        match self {
-            Backend::Sqlite { data_dir } => {
-                format!("sqlite://{}", data_dir.join("brain.db").display())
-            }
-            Backend::Postgres { url } => url.clone(),
-        }
-    }
-}
-
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    data_dir: PathBuf,
-    database_url: String,
-}
-
-impl Server {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(server_bin());
-        cmd.args(args)
-            .env("BRAIN_DATA_DIR", &self.data_dir)
-            .env("DATABASE_URL", &self.database_url)
-            .env("BRAIN_ADMIN_TOKEN", "e2e-admin-token")
-            .env_remove("BRAIN_LISTEN");
-        cmd
-    }
-
-    fn mint_key(&self, customer: &str) -> String {
-        let out = self
-            .command(&["mint-key", customer, &format!("{customer} Inc")])
-            .output()
-            .expect("run brain-server mint-key");
-        assert!(
-            out.status.success(),
-            "mint-key: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let key = String::from_utf8(out.stdout).expect("utf-8 key");
-        key.trim().to_owned()
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        let listen = format!("127.0.0.1:{}", self.port);
-        let child = self
-            .command(&["serve", "--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn brain-server");
-        self.child = Some(child);
-        let client = reqwest::blocking::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let ok = client
-                .get(format!("{}/v1/healthz", self.url()))
-                .send()
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("brain-server did not become healthy");
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL brain-server");
-            child.wait().expect("reap brain-server");
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// One customer box: an env file, a spool, and the emitter run as the hooks run it.
-struct Box_ {
-    dir: TempDir,
-    agent_id: String,
-}
-
-impl Box_ {
-    fn new(url: &str, key: &str, agent_id: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        fs::write(
-            dir.path().join("brain.env"),
-            format!("BRAIN_URL={url}\nBRAIN_API_KEY={key}\n"),
-        )
-        .expect("write env file");
-        Box_ {
-            dir,
-            agent_id: agent_id.to_owned(),
-        }
-    }
-
-    fn emit(&self, args: &[&str], stdin: Option<&Value>) -> Output {
-        let mut cmd = Command::new(emit_bin());
-        cmd.args(args)
-            .env("BRAIN_ENV_FILE", self.dir.path().join("brain.env"))
-            .env("BRAIN_SPOOL", self.dir.path().join("spool.db"))
-            .env("BRAIN_AGENT_ID", &self.agent_id)
-            .env_remove("BRAIN_URL")
-            .env_remove("BRAIN_API_KEY")
-            .env_remove("BRAIN_RUN_ID")
-            .env_remove("PAPERCLIP_RUN_ID")
-            .env_remove("PAPERCLIP_AGENT_ID")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn brain-emit");
-        let mut pipe = child.stdin.take().expect("stdin");
-        if let Some(v) = stdin {
-            serde_json::to_writer(&mut pipe, v).expect("write hook payload");
-        }
-        drop(pipe);
-        child.wait_with_output().expect("wait brain-emit")
-    }
-
-    /// Runs a hook subcommand and checks the hook rules: exit 0, nothing on stdout.
-    fn hook(&self, sub: &str, payload: &Value) {
-        let out = self.emit(&[sub], Some(payload));
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{sub}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.stdout.is_empty(), "{sub} printed on stdout");
-    }
-
-    fn flush_wait(&self) -> Output {
-        self.emit(&["flush", "--wait"], None)
-    }
-
-    fn status(&self) -> Value {
-        let out = self.emit(&["status", "--json"], None);
-        assert!(
-            out.status.success(),
-            "status: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Replaying a transcript as Claude Code would.
@@ -260,7 +57,7 @@ fn blocks(line: &Value) -> &[Value] {
 /// be writing), firing PreToolUse / PostToolUse(Failure) around each tool call and Stop (or
 /// SubagentStop) at every turn end and at cut points where a line is only half written.
 fn replay(
-    emitter: &Box_,
+    emitter: &Emitter,
     session: &str,
     source: &Path,
     live: &Path,
@@ -301,7 +98,7 @@ fn replay(
         if subagent.is_some() {
             p["agent_transcript_path"] = json!(live);
         }
-        emitter.hook("llm-usage", &p);
+        emitter.hook_json("llm-usage", &p);
     };
     let mut pending: HashMap<String, (String, Value)> = HashMap::new();
     for (n, line) in text.lines().enumerate() {
@@ -330,7 +127,7 @@ fn replay(
                     p["tool_name"] = json!(name);
                     p["tool_input"] = b["input"].clone();
                     p["tool_use_id"] = json!(id);
-                    emitter.hook("tool-start", &p);
+                    emitter.hook_json("tool-start", &p);
                     pending.insert(id, (name, b["input"].clone()));
                 }
                 Some("tool_result") => {
@@ -354,7 +151,7 @@ fn replay(
                     } else {
                         p["tool_response"] = b["content"].clone();
                     }
-                    emitter.hook("tool-call", &p);
+                    emitter.hook_json("tool-call", &p);
                 }
                 _ => {}
             }
@@ -370,7 +167,7 @@ fn replay(
 }
 
 /// Replays a whole session (main transcript, then each subagent) and ends it with SessionEnd.
-fn replay_session(emitter: &Box_, live_root: &Path, session: &str) -> Expected {
+fn replay_session(emitter: &Emitter, live_root: &Path, session: &str) -> Expected {
     let mut expected = Expected::default();
     let src_dir = Path::new(FIXTURES).join("transcripts");
     let main_live = live_root.join(format!("{session}.jsonl"));
@@ -417,96 +214,15 @@ fn replay_session(emitter: &Box_, live_root: &Path, session: &str) -> Expected {
         "hook_event_name": "SessionEnd",
         "reason": "other",
     });
-    emitter.hook("llm-usage", &end);
+    emitter.hook_json("llm-usage", &end);
     // A second SessionEnd (e.g. a retried hook) must add nothing.
     end["reason"] = json!("logout");
-    emitter.hook("llm-usage", &end);
+    emitter.hook_json("llm-usage", &end);
     expected
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading the server's store.
-
-/// One stored event, as read back from the `events` table.
-#[derive(Debug)]
-struct StoredEvent {
-    event_id: String,
-    run_id: Option<String>,
-    event_type: String,
-    payload: Value,
-}
-
-/// `(event_id, run_id, event_type, payload JSON)` as selected from `events`.
-type EventRow = (String, Option<String>, String, String);
-
-fn stored_events(backend: &Backend) -> (Vec<StoredEvent>, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async {
-        let url = backend.database_url();
-        // The same two reads on either backend; only the SQL's casts differ.
-        let (events_sql, dead_sql) = match backend {
-            Backend::Sqlite { .. } => (
-                "SELECT event_id, run_id, event_type, CAST(payload AS TEXT) FROM events",
-                "SELECT CAST(raw AS TEXT) FROM dead_letters",
-            ),
-            Backend::Postgres { .. } => (
-                "SELECT event_id::text, run_id, event_type, payload::text FROM events",
-                "SELECT raw::text FROM dead_letters",
-            ),
-        };
-        let (rows, dead): (Vec<EventRow>, Vec<(String,)>) = match backend {
-            Backend::Sqlite { .. } => {
-                let pool = sqlx::SqlitePool::connect(&url)
-                    .await
-                    .expect("open server SQLite");
-                (
-                    sqlx::query_as(events_sql)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("select events"),
-                    sqlx::query_as(dead_sql)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("select dead letters"),
-                )
-            }
-            Backend::Postgres { .. } => {
-                let pool = sqlx::PgPool::connect(&url).await.expect("connect Postgres");
-                (
-                    sqlx::query_as(events_sql)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("select events"),
-                    sqlx::query_as(dead_sql)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("select dead letters"),
-                )
-            }
-        };
-        let mut all_text = String::new();
-        let events = rows
-            .into_iter()
-            .map(|(event_id, run_id, event_type, payload)| {
-                all_text.push_str(&payload);
-                all_text.push('\n');
-                StoredEvent {
-                    event_id,
-                    run_id,
-                    event_type,
-                    payload: serde_json::from_str(&payload).expect("payload is JSON"),
-                }
-            })
-            .collect();
-        for (d,) in dead {
-            all_text.push_str(&d);
-        }
-        (events, all_text)
-    })
-}
+// ccusage's figures.
 
 /// Per-model usage of one session from the golden ccusage output.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -546,57 +262,15 @@ fn golden() -> BTreeMap<String, BTreeMap<String, Usage>> {
 // ---------------------------------------------------------------------------------------------
 // The scenarios.
 
-fn postgres_backend() -> Option<Backend> {
-    let base = std::env::var("BRAIN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("brain_e2e_{}", uuid::Uuid::new_v4().simple());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let created = rt.block_on(async {
-        let pool = sqlx::PgPool::connect(&base).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await?;
-        Ok::<_, sqlx::Error>(())
-    });
-    match created {
-        Ok(()) => {
-            let (prefix, _) = base.rsplit_once('/').expect("URL with a database");
-            Some(Backend::Postgres {
-                url: format!("{prefix}/{name}"),
-            })
-        }
-        Err(e) if std::env::var("BRAIN_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("Postgres required (BRAIN_REQUIRE_POSTGRES=1) but unreachable at {base}: {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "SKIPPED: Postgres unreachable at {base} ({e}); the Postgres end-to-end test did not run"
-            );
-            None
-        }
-    }
-}
-
-fn server_for(backend: &Backend, data_dir: &Path) -> Server {
-    Server {
-        child: None,
-        port: free_port(),
-        data_dir: data_dir.to_owned(),
-        database_url: backend.database_url(),
-    }
-}
-
 /// The acceptance scenario: replay every fixture session with the server down, check that a
 /// flush fails and keeps everything, start the server, flush, and compare the store with the
 /// transcripts and with ccusage.
 fn sessions_end_to_end(backend: Backend) {
-    let data = tempfile::tempdir().expect("data dir");
-    let mut server = server_for(&backend, data.path());
+    let Some(mut server) = Server::new(backend) else {
+        return;
+    };
     let key = server.mint_key("acme");
-    let emitter = Box_::new(&server.url(), &key, "agent_acme_employee_42");
+    let emitter = Emitter::configured("agent_acme_employee_42", &server.url(), &key);
     let live = tempfile::tempdir().expect("live transcripts");
 
     let mut expected = BTreeMap::new();
@@ -636,7 +310,10 @@ fn sessions_end_to_end(backend: Backend) {
         "the spool is empty"
     );
 
-    let (events, text) = stored_events(&backend);
+    let Stored {
+        events,
+        all_text: text,
+    } = server.stored();
     let ids: BTreeSet<_> = events.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(ids.len(), events.len(), "no event_id is stored twice");
     let golden = golden();
@@ -720,10 +397,11 @@ fn sessions_end_to_end(backend: Backend) {
 /// kill -9 of the server while a flush is under way, then a restart: nothing lost, nothing
 /// stored twice.
 fn kill9_mid_flush(backend: Backend) {
-    let data = tempfile::tempdir().expect("data dir");
-    let mut server = server_for(&backend, data.path());
+    let Some(mut server) = Server::new(backend) else {
+        return;
+    };
     let key = server.mint_key("globex");
-    let emitter = Box_::new(&server.url(), &key, "agent_globex_1");
+    let emitter = Emitter::configured("agent_globex_1", &server.url(), &key);
     // Server down while the agent works: a few thousand events pile up in the spool.
     let total = 2_000usize;
     std::thread::scope(|s| {
@@ -731,9 +409,9 @@ fn kill9_mid_flush(backend: Backend) {
             let emitter = &emitter;
             s.spawn(move || {
                 for i in (t..total).step_by(8) {
-                    let out = emitter.emit(
+                    let out = emitter.run(
                         &["error", "--kind", "e2e", "--message", &format!("event {i}")],
-                        None,
+                        b"",
                     );
                     assert_eq!(out.status.code(), Some(0));
                 }
@@ -741,15 +419,13 @@ fn kill9_mid_flush(backend: Backend) {
         }
     });
     server.start();
-    let mut flush = Command::new(emit_bin());
-    flush
-        .args(["flush", "--wait"])
-        .env("BRAIN_ENV_FILE", emitter.dir.path().join("brain.env"))
-        .env("BRAIN_SPOOL", emitter.dir.path().join("spool.db"))
-        .env("BRAIN_AGENT_ID", &emitter.agent_id)
+    let mut flusher = emitter
+        .command(&["flush", "--wait"])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut flusher = flush.spawn().expect("spawn flush");
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn flush");
     // Kill the server once the first batches have landed but before the last one has.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -769,7 +445,7 @@ fn kill9_mid_flush(backend: Backend) {
         "flush after restart: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (events, _) = stored_events(&backend);
+    let events = server.stored().events;
     let errors: Vec<_> = events.iter().filter(|e| e.event_type == "error").collect();
     let ids: BTreeSet<_> = errors.iter().map(|e| &e.event_id).collect();
     assert_eq!(
@@ -783,30 +459,20 @@ fn kill9_mid_flush(backend: Backend) {
 
 #[test]
 fn real_sessions_end_to_end_on_sqlite() {
-    let data = tempfile::tempdir().expect("data dir");
-    sessions_end_to_end(Backend::Sqlite {
-        data_dir: data.path().to_owned(),
-    });
+    sessions_end_to_end(Backend::Sqlite);
 }
 
 #[test]
 fn real_sessions_end_to_end_on_postgres() {
-    if let Some(backend) = postgres_backend() {
-        sessions_end_to_end(backend);
-    }
+    sessions_end_to_end(Backend::Postgres);
 }
 
 #[test]
 fn kill9_mid_flush_on_sqlite() {
-    let data = tempfile::tempdir().expect("data dir");
-    kill9_mid_flush(Backend::Sqlite {
-        data_dir: data.path().to_owned(),
-    });
+    kill9_mid_flush(Backend::Sqlite);
 }
 
 #[test]
 fn kill9_mid_flush_on_postgres() {
-    if let Some(backend) = postgres_backend() {
-        kill9_mid_flush(backend);
-    }
+    kill9_mid_flush(Backend::Postgres);
 }
