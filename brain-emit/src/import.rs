@@ -1,8 +1,8 @@
 //! `brain-emit import`: backfills `llm_usage` events from past Claude Code transcripts.
 //!
 //! Each session (`<session id>.jsonl` plus its `<session id>/subagents/*.jsonl`) is read
-//! through the same per-session ledger the `llm-usage` hook keeps in the spool, and events
-//! get the same UUIDv5 ids: importing twice, or importing a session the hooks already
+//! through the same per-session ledger the `llm-usage` hook keeps in the spool, by the same
+//! loop ([`crate::usage::sweep`]), and events get the same UUIDv5 ids: importing twice, or importing a session the hooks already
 //! reported, queues nothing new.
 //!
 //! A session whose stored ledger cannot be read is not imported (reported as a failure), and
@@ -17,11 +17,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::hooks::{event, ledger_for, llm_usage_id, usage_payload};
 use crate::spool::Spool;
-
-/// Most attempts at saving a session ledger when a hook saved it concurrently.
-const LEDGER_RETRIES: usize = 8;
+use crate::usage::sweep::sweep_session;
 
 /// What an import did.
 #[derive(Debug, Default, Serialize)]
@@ -114,31 +111,8 @@ fn import_session(settings: &Settings, spool: &mut Spool, main: &Path) -> anyhow
         .context("transcript file name has no session id")?
         .to_owned();
     let ts = last_activity(main);
-    for _ in 0..LEDGER_RETRIES {
-        let stored = spool.load_ledger(&session_id)?;
-        let mut ledger = ledger_for(spool, &session_id, stored.as_ref())?;
-        ledger.read_session(main)?;
-        let mut events = Vec::new();
-        for usage in ledger.take_unreported() {
-            let cumulative = ledger
-                .reported(&usage.model)
-                .unwrap_or_else(|| usage.clone());
-            let id = llm_usage_id(&session_id, &cumulative);
-            events.push(event(
-                settings,
-                Some(&session_id),
-                ts,
-                id,
-                usage_payload(&usage),
-            )?);
-        }
-        let state = serde_json::to_string(&ledger)?;
-        let version = stored.as_ref().map(|s| s.version);
-        if let Some((outcome, _)) =
-            spool.save_ledger_and_enqueue(&session_id, version, &state, &events, false, 0)?
-        {
-            return Ok(outcome.inserted);
-        }
-    }
-    bail!("the session ledger kept changing underneath")
+    let swept = sweep_session(spool, settings, &session_id, ts, false, |ledger| {
+        Ok(ledger.read_session(main)?)
+    })?;
+    Ok(swept.outcome.inserted)
 }

@@ -25,6 +25,7 @@
 
 pub mod cli;
 pub mod config;
+mod envelope;
 pub mod flush;
 mod hooks;
 mod import;
@@ -42,7 +43,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, FlushArgs, HOOK_COMMANDS, StatusArgs};
 use crate::config::{Overrides, Settings};
 use crate::flush::{FlushMode, FlushOutcome};
-use crate::spool::Spool;
+use crate::spool::{MetaKey, Spool};
 
 /// Exit code for a user or configuration error.
 const EXIT_USER: u8 = 1;
@@ -144,7 +145,7 @@ fn run_hook(cli: &Cli) {
                     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     cli.command.name()
                 );
-                let _ = spool.set_meta("last_hook_error", &line);
+                let _ = spool.set_meta(MetaKey::LastHookError, &line);
             }
         });
     }
@@ -242,4 +243,16 @@ fn run_status(settings: &Settings, args: &StatusArgs) -> ExitCode {
             ExitCode::from(EXIT_UNEXPECTED)
         }
     }
+}
+
+/// `e` and its causes, joined by `": "` (as anyhow's `{:#}` shows a chain).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
 }

@@ -157,14 +157,9 @@ fn heartbeat(cli: &Cli, settings: &Settings) -> anyhow::Result<Option<FlushRepor
         .with_context(|| format!("opening the spool {}", settings.spool_path.display()))?;
     // A spool damaged past its header shows only when a statement reads the damaged page:
     // replace it as brain-emit's hooks do, and carry on.
-    let stats = match spool.stats() {
-        Err(e) if e.is_corruption() => {
-            spool.recover().context("replacing the corrupt spool")?;
-            spool.stats()
-        }
-        other => other,
-    }
-    .context("reading the spool's figures")?;
+    let stats = spool
+        .with_recovery(|spool| spool.stats())
+        .context("reading the spool's figures")?;
     let payload = collect(load, docker, &stats);
     let event = Event::new(
         uuid::Uuid::new_v4(),
@@ -174,14 +169,9 @@ fn heartbeat(cli: &Cli, settings: &Settings) -> anyhow::Result<Option<FlushRepor
         Payload::Heartbeat(payload),
     )
     .context("building the heartbeat event")?;
-    match spool.enqueue(&event) {
-        Err(e) if e.is_corruption() => {
-            spool.recover().context("replacing the corrupt spool")?;
-            spool.enqueue(&event)
-        }
-        other => other,
-    }
-    .context("spooling the heartbeat")?;
+    spool
+        .with_recovery(|spool| spool.enqueue(&event))
+        .context("spooling the heartbeat")?;
     drop(spool);
     if cli.no_flush {
         return Ok(None);

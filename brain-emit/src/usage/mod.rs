@@ -19,9 +19,12 @@
 //! [`ReadStats::malformed`]. Over the real fixtures this reproduces
 //! `ccusage session --offline` 20.0.24 token for token and to the last cent (see the tests).
 //!
-//! Prices live in [`pricing`].
+//! Prices live in [`pricing`]; the loop that turns a ledger's new usage into queued
+//! `llm_usage` events (for the hook and `import`) is `sweep`; reading transcript lines is
+//! `transcript`'s.
 
 pub mod pricing;
+pub(crate) mod sweep;
 mod transcript;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,325 @@
+//! The local spool: one SQLite file holding events waiting for delivery and the emitter's
+//! small amount of state. Every SQL statement of brain-emit lives under this module.
+//!
+//! Tables (schema version [`SCHEMA_VERSION`], kept in `PRAGMA user_version`), and the module
+//! that owns each:
+//!
+//! - `queue` (`queue`): envelopes waiting for delivery, oldest first by `seq`; `event_id` is
+//!   unique so re-enqueuing an event is a no-op.
+//! - `counters` (`queue`): one row with the queue's row count and byte total (kept exact by
+//!   triggers, so the size bound costs O(1) per enqueue) and the drop counts.
+//! - `dead_letters` (`queue`): events the server rejected, with its code and message.
+//! - `tool_starts` (`tool_starts`): `tool_use_id` → start time, for pairing PreToolUse with
+//!   PostToolUse.
+//! - `ledgers` (`ledgers`): per Claude session, the serialized
+//!   [`crate::usage::SessionLedger`]; flushes compact ledgers idle for 30 days to tombstones
+//!   (see `Spool::prune_ledgers`). Not counted toward the size bound, which covers the queue.
+//! - `meta` (`meta`): key/value notes named by `MetaKey` (last error, last success,
+//!   configuration error, retry schedule, and, on a spool that replaced a corrupt one, the
+//!   moved-aside name and the recovery time: ledgers created after it ignore usage logged
+//!   before it).
+//! - `lease` (`lease`): at most one row naming the flusher that owns delivery and when that
+//!   expires.
+//!
+//! The file itself (pragmas, busy waits, the WAL kept short) is `connection`'s; the DDL
+//! and its version are `schema`'s.
+//!
+//! Every write is one short `BEGIN IMMEDIATE` transaction, so hundreds of hook processes can
+//! enqueue at the same moment: they queue on SQLite's lock (with a busy timeout) instead of
+//! failing. A file that SQLite reports as corrupt or not a database is moved aside and a
+//! fresh spool is started, so a damaged file never stops the agent: at open, and (damage past
+//! the header only shows when a statement reads the damaged page) whenever a hook, flush or
+//! heartbeat statement fails with SQLITE_CORRUPT / SQLITE_NOTADB: the caller runs its
+//! operation through [`Spool::with_recovery`], which replaces the file and runs it once more
+//! (see `recovery`).
+
+mod connection;
+mod lease;
+mod ledgers;
+mod meta;
+mod queue;
+mod recovery;
+mod schema;
+mod tool_starts;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+pub(crate) use ledgers::StoredLedger;
+pub(crate) use meta::MetaKey;
+pub use queue::DeadLetter;
+pub(crate) use queue::QueuedRow;
+pub use recovery::MaybeCorrupt;
+pub use schema::SCHEMA_VERSION;
+
+/// What to do when an enqueue would push the spool past its size bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Make room: delete the oldest `heartbeat` rows first, then the oldest events of any
+    /// type. Every deleted row is counted.
+    #[default]
+    DropOldest,
+    /// Keep what is queued and drop the new event (counted).
+    DropNewest,
+}
+
+/// How a spool is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolOptions {
+    /// Bound of the sum of queued envelope sizes, in bytes.
+    pub max_bytes: u64,
+    /// What happens when an enqueue would exceed [`SpoolOptions::max_bytes`].
+    pub when_full: WhenFull,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            max_bytes: crate::config::DEFAULT_SPOOL_MAX_BYTES,
+            when_full: WhenFull::DropOldest,
+        }
+    }
+}
+
+/// Why a spool operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The spool's directory could not be created.
+    #[error("cannot create the spool directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spool file could not be opened or prepared.
+    #[error("cannot open the spool {path}")]
+    Open {
+        /// The spool file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A corrupt spool could not be moved aside.
+    #[error("cannot move the corrupt spool {path} aside")]
+    MoveAside {
+        /// The spool file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A statement found the spool corrupt and the file could not be replaced
+    /// ([`Spool::with_recovery`]).
+    #[error("replacing the corrupt spool ({corruption})")]
+    Recover {
+        /// The failure that showed the corruption, with its causes.
+        corruption: String,
+        /// Why the replacement failed.
+        #[source]
+        source: Box<SpoolError>,
+    },
+    /// The file was written by a newer brain-emit with a schema this one does not know.
+    #[error(
+        "the spool {path} has schema version {found}, newer than this brain-emit's {SCHEMA_VERSION}"
+    )]
+    NewerSchema {
+        /// The spool file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: i64,
+    },
+    /// A statement failed.
+    #[error("spool query failed")]
+    Query(#[from] rusqlite::Error),
+    /// A ledger could not be serialized.
+    #[error("cannot serialize state for the spool")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl SpoolError {
+    /// Whether SQLite found the file corrupt or not a database (SQLITE_CORRUPT,
+    /// SQLITE_NOTADB): the cue for [`Spool::recover`].
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            SpoolError::Query(e) | SpoolError::Open { source: e, .. } => {
+                connection::is_corruption(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Figures about a spool, for `status` and the heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SpoolStats {
+    /// The spool file.
+    pub path: PathBuf,
+    /// Events waiting for delivery.
+    pub depth: u64,
+    /// Sum of their envelope sizes, in bytes.
+    pub bytes: u64,
+    /// The configured bound, in bytes.
+    pub max_bytes: u64,
+    /// Age of the oldest waiting event (since it was enqueued), in ms; `None` when empty.
+    pub oldest_age_ms: Option<u64>,
+    /// Events dropped for lack of room since the spool was created (all types).
+    pub dropped: u64,
+    /// Of which `heartbeat` events.
+    pub dropped_heartbeats: u64,
+    /// Events the server rejected, kept in the local dead-letter table.
+    pub dead_letters: u64,
+    /// The last delivery error, if any since the last success.
+    pub last_error: Option<String>,
+    /// When [`SpoolStats::last_error`] happened, Unix ms.
+    pub last_error_at_ms: Option<i64>,
+    /// When a flush last delivered a batch, Unix ms.
+    pub last_success_at_ms: Option<i64>,
+    /// A configuration problem found by a flush (401/403, wrong URL); cleared by a success.
+    pub config_error: Option<String>,
+    /// The last problem a hook invocation met (bad stdin, invalid config), if any.
+    pub last_hook_error: Option<String>,
+    /// Background flushers wait until this time after a failure, Unix ms.
+    pub next_attempt_at_ms: Option<i64>,
+    /// Whether a flusher currently holds a live lease.
+    pub lease_held: bool,
+    /// When the spool was last found corrupt and replaced, as the moved-aside file's name.
+    pub recovered_from: Option<String>,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnqueueOutcome {
+    /// New rows written (an event already queued is not written again).
+    pub inserted: u64,
+    /// Rows dropped to respect the size bound (including a dropped new event).
+    pub dropped: u64,
+}
+
+/// An open spool. Cheap to open (a few pragmas); hold one per process.
+///
+/// Its methods are spread over this module's children, one per table (see the module
+/// documentation).
+#[derive(Debug)]
+pub struct Spool {
+    conn: Connection,
+    path: PathBuf,
+    options: SpoolOptions,
+    recovered_from: Option<PathBuf>,
+    /// (device, inode) of the file opened, to tell whether another process already replaced
+    /// it when this one finds it corrupt.
+    file_id: Option<(u64, u64)>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Spool {
+    /// Opens (creating when needed) the spool at `path` with default options.
+    ///
+    /// # Errors
+    /// [`SpoolError`] when the directory cannot be created, the file cannot be opened, or it
+    /// has a newer schema. A corrupt file is not an error: it is moved aside to
+    /// `<path>.corrupt-<unix ms>` and a fresh spool is created.
+    pub fn open(path: impl AsRef<Path>) -> Result<Spool, SpoolError> {
+        Spool::open_with(path, SpoolOptions::default())
+    }
+
+    /// Opens (creating when needed) the spool at `path` with `options`.
+    ///
+    /// # Errors
+    /// As [`Spool::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: SpoolOptions) -> Result<Spool, SpoolError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SpoolError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        match connection::open_waiting(&path) {
+            Ok(conn) => Ok(Spool {
+                file_id: connection::file_id(&path),
+                conn,
+                path,
+                options,
+                recovered_from: None,
+            }),
+            Err(SpoolError::Open { source, .. }) if connection::is_corruption(&source) => {
+                let aside = recovery::move_aside(&path)?;
+                let conn = connection::open_waiting(&path)?;
+                let mut spool = Spool {
+                    file_id: connection::file_id(&path),
+                    conn,
+                    path,
+                    options,
+                    recovered_from: None,
+                };
+                spool.note_recovery(aside)?;
+                Ok(spool)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The spool file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Figures about the spool.
+    ///
+    /// # Errors
+    /// [`SpoolError::Query`] when a read fails.
+    pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
+        let now = now_ms();
+        let counters = queue::counters(&self.conn)?;
+        let oldest = queue::oldest_enqueued_at_ms(&self.conn)?;
+        let dead_letters = queue::dead_letter_count(&self.conn)?;
+        let lease_held = lease::is_live(&self.conn, now)?;
+        let text = |k| meta::get(&self.conn, k);
+        let int = |k| meta::get_i64(&self.conn, k);
+        let to_u = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(SpoolStats {
+            path: self.path.clone(),
+            depth: to_u(counters.rows),
+            bytes: to_u(counters.bytes),
+            max_bytes: self.options.max_bytes,
+            oldest_age_ms: oldest.map(|t| to_u(now - t)),
+            dropped: to_u(counters.dropped_heartbeats + counters.dropped_events),
+            dropped_heartbeats: to_u(counters.dropped_heartbeats),
+            dead_letters: to_u(dead_letters),
+            last_error: text(MetaKey::LastError)?,
+            last_error_at_ms: int(MetaKey::LastErrorAtMs)?,
+            last_success_at_ms: int(MetaKey::LastSuccessAtMs)?,
+            config_error: text(MetaKey::ConfigError)?,
+            last_hook_error: text(MetaKey::LastHookError)?,
+            next_attempt_at_ms: int(MetaKey::NextAttemptAtMs)?,
+            lease_held,
+            recovered_from: text(MetaKey::RecoveredFrom)?,
+        })
+    }
+
+    /// Number of queued events.
+    ///
+    /// # Errors
+    /// [`SpoolError::Query`] when the read fails.
+    pub fn depth(&self) -> Result<u64, SpoolError> {
+        Ok(u64::try_from(queue::counters(&self.conn)?.rows).unwrap_or(0))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        connection::truncate_wal_if_big(&self.conn, &self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests;

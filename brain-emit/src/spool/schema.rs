@@ -1,0 +1,107 @@
+//! The spool's tables and their version: the DDL, and the check at every open that creates
+//! it when missing (a future schema change adds its migration step here).
+
+use rusqlite::Connection;
+
+use super::SpoolError;
+
+/// Version of the spool schema this code creates and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Creates the schema when `user_version` says it is missing.
+///
+/// `user_version` is a header field readable without parsing the schema, so the common
+/// case (schema present) costs one read; creation happens in an IMMEDIATE transaction that
+/// re-checks the version, so concurrent first opens create it exactly once.
+///
+/// # Errors
+/// [`SpoolError::NewerSchema`] (with an empty path, filled in by the caller) for a file of a
+/// newer brain-emit, [`SpoolError::Query`] when a statement fails.
+pub(super) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
+    let version = user_version(conn)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version > SCHEMA_VERSION {
+        return Err(SpoolError::NewerSchema {
+            path: std::path::PathBuf::new(),
+            found: version,
+        });
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| -> Result<(), SpoolError> {
+        if user_version(conn)? == 0 {
+            conn.execute_batch(SCHEMA_V1)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+const SCHEMA_V1: &str = "
+CREATE TABLE queue (
+    seq            INTEGER PRIMARY KEY,
+    event_id       TEXT    NOT NULL UNIQUE,
+    event_type     TEXT    NOT NULL,
+    body           TEXT    NOT NULL,
+    size_bytes     INTEGER NOT NULL,
+    enqueued_at_ms INTEGER NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE counters (
+    id                 INTEGER PRIMARY KEY CHECK (id = 1),
+    queue_rows         INTEGER NOT NULL,
+    queue_bytes        INTEGER NOT NULL,
+    dropped_heartbeats INTEGER NOT NULL,
+    dropped_events     INTEGER NOT NULL
+);
+INSERT INTO counters VALUES (1, 0, 0, 0, 0);
+CREATE TRIGGER queue_count_insert AFTER INSERT ON queue BEGIN
+    UPDATE counters SET queue_rows = queue_rows + 1, queue_bytes = queue_bytes + NEW.size_bytes
+    WHERE id = 1;
+END;
+CREATE TRIGGER queue_count_delete AFTER DELETE ON queue BEGIN
+    UPDATE counters SET queue_rows = queue_rows - 1, queue_bytes = queue_bytes - OLD.size_bytes
+    WHERE id = 1;
+END;
+CREATE TABLE dead_letters (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT,
+    body     TEXT    NOT NULL,
+    code     TEXT    NOT NULL,
+    message  TEXT    NOT NULL,
+    at_ms    INTEGER NOT NULL
+);
+CREATE TABLE tool_starts (
+    tool_use_id   TEXT PRIMARY KEY,
+    started_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE ledgers (
+    session_key   TEXT PRIMARY KEY,
+    state         TEXT    NOT NULL,
+    version       INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE lease (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    holder        TEXT    NOT NULL,
+    pid           INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+";

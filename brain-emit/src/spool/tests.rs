@@ -1,0 +1,247 @@
+//! Tests of the spool on its own: enqueue, the size bound, the lease, recovery.
+
+use std::path::Path;
+
+use chrono::Utc;
+use shared_proto::{AgentId, Event, Heartbeat, Payload, ToolCall};
+use uuid::Uuid;
+
+use super::*;
+
+fn tool_event() -> Event {
+    Event::new(
+        Uuid::new_v4(),
+        Utc::now(),
+        AgentId::parse("agent_1").unwrap(),
+        None,
+        Payload::ToolCall(ToolCall {
+            tool_name: "Bash".into(),
+            ok: true,
+            ..ToolCall::default()
+        }),
+    )
+    .unwrap()
+}
+
+fn heartbeat_event() -> Event {
+    Event::new(
+        Uuid::new_v4(),
+        Utc::now(),
+        AgentId::parse("agent_1").unwrap(),
+        None,
+        Payload::Heartbeat(Heartbeat {
+            host_load_1m: 0.5,
+            ..Heartbeat::default()
+        }),
+    )
+    .unwrap()
+}
+
+#[test]
+fn enqueue_is_idempotent_per_event_id_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db")).unwrap();
+    let e = tool_event();
+    assert_eq!(spool.enqueue(&e).unwrap().inserted, 1);
+    assert_eq!(spool.enqueue(&e).unwrap().inserted, 0);
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.depth, 1);
+    assert_eq!(stats.bytes, serde_json::to_string(&e).unwrap().len() as u64);
+    assert!(stats.oldest_age_ms.is_some());
+}
+
+#[test]
+fn full_spool_drops_heartbeats_first_then_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = serde_json::to_string(&tool_event()).unwrap().len() as u64;
+    let mut spool = Spool::open_with(
+        dir.path().join("s.db"),
+        SpoolOptions {
+            max_bytes: one * 4 + one / 2,
+            when_full: WhenFull::DropOldest,
+        },
+    )
+    .unwrap();
+    let first = tool_event();
+    spool.enqueue(&first).unwrap();
+    spool.enqueue(&heartbeat_event()).unwrap();
+    spool.enqueue(&tool_event()).unwrap();
+    spool.enqueue(&tool_event()).unwrap();
+    // Full: the heartbeat goes first although the first tool call is older.
+    let o = spool.enqueue(&tool_event()).unwrap();
+    assert_eq!((o.inserted, o.dropped), (1, 1));
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.dropped, stats.dropped_heartbeats), (1, 1));
+    let ids: Vec<String> = spool
+        .peek_batch(10, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    assert_eq!(ids[0], first.event_id().to_string());
+    // No heartbeat left: now the oldest event goes.
+    spool.enqueue(&tool_event()).unwrap();
+    let ids: Vec<String> = spool
+        .peek_batch(10, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    assert!(!ids.contains(&first.event_id().to_string()));
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.dropped, stats.dropped_heartbeats), (2, 1));
+    assert!(stats.bytes <= stats.max_bytes);
+}
+
+#[test]
+fn drop_newest_policy_keeps_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = serde_json::to_string(&tool_event()).unwrap().len() as u64;
+    let mut spool = Spool::open_with(
+        dir.path().join("s.db"),
+        SpoolOptions {
+            max_bytes: one + one / 2,
+            when_full: WhenFull::DropNewest,
+        },
+    )
+    .unwrap();
+    let first = tool_event();
+    spool.enqueue(&first).unwrap();
+    let o = spool.enqueue(&tool_event()).unwrap();
+    assert_eq!((o.inserted, o.dropped), (0, 1));
+    let rows = spool.peek_batch(10, usize::MAX).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].event_id, first.event_id().to_string());
+}
+
+#[test]
+fn lease_is_exclusive_until_released_or_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Spool::open(dir.path().join("s.db")).unwrap();
+    let mut b = Spool::open(dir.path().join("s.db")).unwrap();
+    assert!(a.acquire_lease("a", 30_000).unwrap());
+    assert!(!b.acquire_lease("b", 30_000).unwrap());
+    assert!(b.lease_live().unwrap());
+    assert!(a.renew_lease("a", 30_000).unwrap());
+    assert!(!b.renew_lease("b", 30_000).unwrap());
+    a.release_lease("a").unwrap();
+    assert!(b.acquire_lease("b", -1).unwrap()); // already expired
+    assert!(a.acquire_lease("a", 30_000).unwrap());
+}
+
+#[test]
+fn corrupt_file_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    let mut spool = Spool::open(&path).unwrap();
+    assert!(spool.recovered_from().is_some());
+    spool.enqueue(&tool_event()).unwrap();
+    assert_eq!(spool.stats().unwrap().depth, 1);
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("s.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+}
+
+/// A spool at `path` with `n` queued events, checkpointed into the main file, then page 3
+/// overwritten: damage past the header that only a statement reading that page finds.
+fn corrupt_past_the_header(path: &Path, n: usize) {
+    {
+        let mut spool = Spool::open(path).unwrap();
+        let events: Vec<Event> = (0..n).map(|_| tool_event()).collect();
+        spool.enqueue_all(&events).unwrap();
+        spool
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(path).unwrap();
+    assert!(bytes.len() > 4096 * 8, "the spool spans many pages");
+    bytes[4096 * 2..4096 * 3].fill(0xA5);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn with_recovery_replaces_a_spool_found_corrupt_and_runs_the_work_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    corrupt_past_the_header(&path, 2000);
+    let mut spool = Spool::open(&path).unwrap();
+    assert!(spool.recovered_from().is_none(), "the header is intact");
+    // An enqueue reads the `event_id` index, whose root is the damaged page.
+    let event = tool_event();
+    let mut calls = 0;
+    let outcome = spool
+        .with_recovery(|s| {
+            calls += 1;
+            s.enqueue(&event)
+        })
+        .unwrap();
+    assert_eq!(calls, 2);
+    assert_eq!(outcome.inserted, 1);
+    assert!(spool.recovered_from().is_some());
+    assert!(spool.recovered_at_ms().unwrap().is_some());
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.depth, 1, "the fresh spool holds the new event only");
+    assert!(stats.recovered_from.unwrap().starts_with("s.db.corrupt-"));
+    assert!(stats.last_error.unwrap().contains("moved aside"));
+}
+
+#[test]
+fn with_recovery_leaves_other_failures_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut spool = Spool::open(&path).unwrap();
+    spool.enqueue(&tool_event()).unwrap();
+    let mut calls = 0;
+    let err = spool
+        .with_recovery(|_| -> Result<(), SpoolError> {
+            calls += 1;
+            Err(SpoolError::Query(rusqlite::Error::QueryReturnedNoRows))
+        })
+        .unwrap_err();
+    assert!(matches!(err, SpoolError::Query(_)));
+    assert_eq!(calls, 1);
+    assert!(spool.recovered_from().is_none());
+    assert_eq!(spool.depth().unwrap(), 1, "nothing was moved aside");
+}
+
+#[test]
+fn meta_keys_are_stored_under_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db")).unwrap();
+    spool.set_meta(MetaKey::LastHookError, "boom").unwrap();
+    spool.record_failure("down", true, Some(1_234)).unwrap();
+    let stored: String = spool
+        .conn
+        .query_row(
+            "SELECT group_concat(key, ',') FROM (SELECT key FROM meta ORDER BY key)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        stored,
+        "config_error,last_error,last_error_at_ms,last_hook_error,next_attempt_at_ms"
+    );
+    let stats = spool.stats().unwrap();
+    assert_eq!(stats.last_hook_error.as_deref(), Some("boom"));
+    assert_eq!(stats.next_attempt_at_ms, Some(1_234));
+    assert_eq!(stats.config_error.as_deref(), Some("down"));
+    // A delivery clears the failure and its schedule, not the hook's note.
+    spool.settle(&[], &[], &[]).unwrap();
+    let stats = spool.stats().unwrap();
+    assert_eq!(
+        (
+            stats.last_error,
+            stats.config_error,
+            stats.next_attempt_at_ms
+        ),
+        (None, None, None)
+    );
+    assert_eq!(stats.last_hook_error.as_deref(), Some("boom"));
+    assert!(stats.last_success_at_ms.is_some());
+}
