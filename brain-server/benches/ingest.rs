@@ -32,7 +32,7 @@ use brain_server::{AppState, Store};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 use shared_proto::KeyEnv;
-use sqlx::{Connection, QueryBuilder};
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 const BATCH: usize = 100;
@@ -395,27 +395,14 @@ async fn main() {
     )
     .await;
 
-    let base = std::env::var("BRAIN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let Ok(mut conn) = sqlx::PgConnection::connect(&base).await else {
-        println!("== Postgres: SKIPPED (unreachable at {base})");
+    // A database of its own, dropped at the end (`SKIPPED` on stderr without Postgres).
+    let Some(pg) = test_support::TestDb::create("brain_bench") else {
+        println!("== Postgres: SKIPPED (unusable; see stderr)");
         return;
     };
-    let name = format!("brain_bench_{}", Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
     let db = DbConfig {
-        database_url: Some(format!("{prefix}/{name}").into()),
+        database_url: Some(pg.url.clone().into()),
         data_dir: dir.path().to_owned(),
     };
     bench_backend("Postgres", db, clients, batches, singles, rounds).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
 }

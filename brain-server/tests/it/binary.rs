@@ -34,7 +34,7 @@ async fn binary_end_to_end(backend: Backend) {
     let dir = tempfile::TempDir::new().unwrap();
     let pg = match backend {
         Backend::Sqlite => None,
-        Backend::Postgres => match fresh_postgres_db().await {
+        Backend::Postgres => match fresh_postgres_db() {
             Some(db) => Some(db),
             None => return,
         },

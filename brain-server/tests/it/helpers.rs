@@ -11,8 +11,8 @@ use chrono::{SecondsFormat, TimeDelta, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared_proto::KeyEnv;
-use sqlx::Connection;
 use tempfile::TempDir;
+use test_support::TestDb;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -26,89 +26,10 @@ pub(crate) enum Backend {
 
 pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// `BRAIN_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and
-/// whether `BRAIN_REQUIRE_POSTGRES=1`.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "test configuration comes from the environment"
-)]
-pub(crate) fn postgres_settings() -> (String, bool) {
-    let url = std::env::var("BRAIN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let required = std::env::var("BRAIN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    (url, required)
-}
-
-/// A fresh, empty Postgres database, dropped with its guard. `None` when Postgres is
-/// unreachable and not required.
-pub(crate) async fn fresh_postgres_db() -> Option<TestDb> {
-    let (base, required) = postgres_settings();
-    let mut conn = match sqlx::PgConnection::connect(&base).await {
-        Ok(c) => c,
-        Err(e) if required => {
-            panic!("Postgres required (BRAIN_REQUIRE_POSTGRES=1) but unreachable at {base}: {e}")
-        }
-        Err(e) => {
-            eprintln!(
-                "SKIPPED: Postgres unreachable at {base} ({e}); set BRAIN_REQUIRE_POSTGRES=1 to fail instead"
-            );
-            return None;
-        }
-    };
-    let name = format!("brain_test_{}", Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let _ = conn.close().await;
-    let (prefix, _) = base.rsplit_once('/').expect("postgres URL has a path");
-    Some(TestDb {
-        url: format!("{prefix}/{name}"),
-        base,
-        name,
-    })
-}
-
-/// A Postgres database made for one test and dropped when this guard is, on every exit path:
-/// a test that returns, fails an assertion or panics leaves no database behind.
-#[derive(Debug)]
-pub(crate) struct TestDb {
-    /// URL of the database itself.
-    pub(crate) url: String,
-    /// URL of the database we connected to in order to create it (and to drop it).
-    base: String,
-    name: String,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // On a thread of its own with a runtime of its own: `Drop` is synchronous, and the
-        // test's runtime may not block on another one. `WITH (FORCE)` ends the connections
-        // that a pool or a server process still holds.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(sqlx::Error::Io)?;
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&base).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await
-            })
-        })
-        .join();
-        // Never panic here: a second panic while a failed test unwinds aborts the run.
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("WARNING: test database {} not dropped: {e}", self.name),
-            Err(_) => eprintln!("WARNING: test database {} not dropped: panicked", self.name),
-        }
-    }
+/// A fresh, empty Postgres database for one test ([`TestDb::create`]): `None` (said loudly)
+/// when Postgres is unusable and not required.
+pub(crate) fn fresh_postgres_db() -> Option<TestDb> {
+    TestDb::create("brain_test")
 }
 
 /// A running server and what a test needs to talk to it.
@@ -154,7 +75,7 @@ pub(crate) async fn spawn_app_with(backend: Backend, opts: Options) -> Option<Te
     let (db, pg) = match backend {
         Backend::Sqlite => (DbConfig::embedded(data_dir.path()), None),
         Backend::Postgres => {
-            let db = fresh_postgres_db().await?;
+            let db = fresh_postgres_db()?;
             (
                 DbConfig {
                     database_url: Some(db.url.clone().into()),

@@ -2,10 +2,6 @@
 //! real Postgres database. Every test body runs on both backends (see [`both!`]).
 
 #![expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
-#![expect(
-    clippy::print_stderr,
-    reason = "tests report skips and measurements on stderr"
-)]
 
 mod binary;
 mod helpers;

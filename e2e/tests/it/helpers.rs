@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::Connection;
 use tempfile::TempDir;
+use test_support::TestDb;
 
 /// The server binary: `brain_server::cli::main`, as `brain-server` runs it.
 pub(crate) const SERVER_BIN: &str = env!("CARGO_BIN_EXE_e2e-brain-server");
@@ -56,86 +57,6 @@ pub(crate) fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool
 
 // ---------------------------------------------------------------------------------------------
 // Postgres databases.
-
-/// A Postgres database made for one test and dropped when this guard is, on every exit path:
-/// a test that returns, fails an assertion or panics anywhere leaves no database behind.
-#[derive(Debug)]
-pub(crate) struct TestDb {
-    /// URL of the database itself.
-    pub(crate) url: String,
-    /// URL of the database we connected to in order to create it (and to drop it).
-    base: String,
-    name: String,
-}
-
-impl TestDb {
-    /// A fresh, empty database next to `BRAIN_TEST_POSTGRES_URL` (default
-    /// `postgres://postgres@127.0.0.1:5432/postgres`). `None`, said loudly on stderr, when
-    /// Postgres is unreachable; a panic instead when `BRAIN_REQUIRE_POSTGRES=1`.
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the tests' own knobs come from the environment"
-    )]
-    pub(crate) fn create() -> Option<TestDb> {
-        let base = std::env::var("BRAIN_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let required = std::env::var("BRAIN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-        let name = format!("brain_e2e_{}", uuid::Uuid::new_v4().simple());
-        let created = block_on(async {
-            let mut conn = sqlx::PgConnection::connect(&base).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await?;
-            conn.close().await
-        });
-        match created {
-            Ok(()) => {
-                let (prefix, _) = base.rsplit_once('/').expect("Postgres URL with a database");
-                Some(TestDb {
-                    url: format!("{prefix}/{name}"),
-                    base,
-                    name,
-                })
-            }
-            Err(e) if required => {
-                panic!("Postgres required (BRAIN_REQUIRE_POSTGRES=1) but unusable at {base}: {e}")
-            }
-            Err(e) => {
-                eprintln!(
-                    "SKIPPED: Postgres unusable at {base} ({e}); set BRAIN_REQUIRE_POSTGRES=1 to fail instead"
-                );
-                None
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // On a thread of its own: a drop inside an async test may not block its runtime's
-        // thread on another runtime. `WITH (FORCE)` ends the connections a killed server or a
-        // pool still holds.
-        let dropped = std::thread::spawn(move || {
-            block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&base).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await
-            })
-        })
-        .join();
-        // Never panic here: a second panic while a failed test unwinds would abort the run.
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("WARNING: test database {} not dropped: {e}", self.name),
-            Err(_) => eprintln!("WARNING: test database {} not dropped: panicked", self.name),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The server.
@@ -185,7 +106,7 @@ impl Server {
     pub(crate) fn new(backend: Backend) -> Option<Server> {
         let pg = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => Some(TestDb::create()?),
+            Backend::Postgres => Some(TestDb::create("brain_e2e")?),
         };
         Some(Server {
             child: None,

@@ -5,13 +5,12 @@
 //!
 //! Postgres comes from `BRAIN_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each test gets a database of its own,
-//! dropped however the test ends. Without Postgres the Postgres tests say `SKIPPED` on stderr
+//! dropped however the test ends (`test_support::TestDb`). Without Postgres the Postgres tests say `SKIPPED` on stderr
 //! and pass, unless `BRAIN_REQUIRE_POSTGRES=1` (CI), where they fail.
 
 #![expect(
     clippy::unwrap_used,
-    clippy::print_stderr,
-    reason = "test code: a failed unwrap is a failed test; skips are announced on stderr"
+    reason = "test code: a failed unwrap is a failed test"
 )]
 
 mod flush;
