@@ -1,6 +1,7 @@
 //! One request: a batch of queued envelopes, gzip'd, posted to `POST /v1/events`, and what
-//! its answer means (the table in [`super`]). A 413, or a 400 refusing the batch's content,
-//! splits the batch; the HTTP client is built here and only here.
+//! its answer means (the table in [`super`]). Brain's 413 (too large) or 400 (unreadable
+//! content) splits the batch, any other 400 or 413 keeps it; the HTTP client is built here
+//! and only here.
 
 use std::io::Write;
 use std::time::Duration;
@@ -130,22 +131,28 @@ impl Sender<'_> {
                     }
                 }
             }
-            StatusCode::BAD_REQUEST if !brain_refused_content(&bytes) => {
-                // Not Brain's verdict on our JSON (a proxy, plain HTTP to a TLS port, another
-                // service, or a transport problem such as gzip): keep every row.
-                spool.bump_attempts(&ids)?;
-                Err(Stop::Config(format!(
-                    "server answered {status} to POST {} (is BRAIN_URL right?): {}",
-                    self.endpoint,
-                    server_says()
-                )))
-            }
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST => {
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                let Some(verdict) = brain_batch_verdict(status, &bytes) else {
+                    // Not Brain's verdict on our events (a proxy's body-size limit, plain
+                    // HTTP to a TLS port, another service, a transport problem such as
+                    // gzip): keep every row and report it as a configuration problem.
+                    spool.bump_attempts(&ids)?;
+                    return Err(Stop::Config(format!(
+                        "server answered {status} to POST {} without Brain's verdict on the \
+                         events (is BRAIN_URL right? does a proxy limit request bodies?): {}",
+                        self.endpoint,
+                        server_says()
+                    )));
+                };
                 if let [only] = rows {
-                    let (code, message) = serde_json::from_slice::<ErrorBody>(&bytes)
-                        .map(|b| (b.error.code, b.error.message))
-                        .unwrap_or_else(|_| (status.as_u16().to_string(), server_says()));
-                    spool.dead_letter(&only.event_id, &code, &message)?;
+                    if !verdict.condemns_a_single_event() {
+                        spool.bump_attempts(&ids)?;
+                        return Err(Stop::Config(format!(
+                            "server refused a single event with {status} {}: {}",
+                            verdict.code, verdict.message
+                        )));
+                    }
+                    spool.dead_letter(&only.event_id, &verdict.code, &verdict.message)?;
                     report.rejected += 1;
                     return Ok(());
                 }
@@ -182,16 +189,50 @@ impl Sender<'_> {
     }
 }
 
-/// Request-level codes of a Brain 400 that are about the batch's content, so splitting the
-/// batch (and dead-lettering an event refused alone) is the right answer.
+/// Codes of a Brain 400 that are about the batch's content, so splitting the batch (and
+/// dead-lettering an event refused alone) is the right answer.
 const CONTENT_ERROR_CODES: [&str; 2] = ["malformed_json", "not_an_envelope"];
 
-/// Whether a 400 body is Brain's error envelope saying the batch's content is unreadable.
-/// Anything else (an HTML page from a proxy, a bare 400, another Brain code such as
-/// `invalid_gzip`) is not a reason to discard events.
-fn brain_refused_content(body: &[u8]) -> bool {
-    serde_json::from_slice::<ErrorBody>(body)
-        .is_ok_and(|b| CONTENT_ERROR_CODES.contains(&b.error.code.as_str()))
+/// Codes of a Brain 413 (`body_too_large`: the body is over
+/// [`shared_proto::limits::MAX_BODY_BYTES`]; `too_many_events`: over
+/// [`MAX_BATCH_EVENTS`]), answered by splitting the batch.
+const SIZE_ERROR_CODES: [&str; 2] = ["body_too_large", "too_many_events"];
+
+/// Brain's verdict on a whole batch, read from a 400 or 413 error envelope.
+#[derive(Debug, PartialEq, Eq)]
+struct BatchVerdict {
+    /// The error code, one of [`CONTENT_ERROR_CODES`] or [`SIZE_ERROR_CODES`].
+    code: String,
+    /// Brain's message.
+    message: String,
+}
+
+impl BatchVerdict {
+    /// Whether an event sent alone and refused with this verdict is itself at fault (so it
+    /// goes to the dead letters): true for content errors and `body_too_large`; a
+    /// `too_many_events` for one event says nothing about the event.
+    fn condemns_a_single_event(&self) -> bool {
+        self.code != "too_many_events"
+    }
+}
+
+/// The verdict in a 400 or 413 answer when its body is Brain's error envelope with one of
+/// the codes that justify splitting the batch (400: [`CONTENT_ERROR_CODES`], 413:
+/// [`SIZE_ERROR_CODES`]); `None` for anything else: an HTML page from a proxy, a bare
+/// status, another Brain code such as `invalid_gzip`, which are no reason to discard events.
+fn brain_batch_verdict(status: StatusCode, body: &[u8]) -> Option<BatchVerdict> {
+    let codes: &[&str] = match status {
+        StatusCode::BAD_REQUEST => &CONTENT_ERROR_CODES,
+        StatusCode::PAYLOAD_TOO_LARGE => &SIZE_ERROR_CODES,
+        _ => return None,
+    };
+    let body = serde_json::from_slice::<ErrorBody>(body).ok()?;
+    codes
+        .contains(&body.error.code.as_str())
+        .then_some(BatchVerdict {
+            code: body.error.code,
+            message: body.error.message,
+        })
 }
 
 /// `[` + the queued envelopes joined by `,` + `]`, gzip'd; the bodies are JSON already.
@@ -240,6 +281,41 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn only_brains_envelope_with_a_size_or_content_code_is_a_verdict() {
+        let env = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        let verdict = |status, body: &str| brain_batch_verdict(status, body.as_bytes());
+        let too_large = StatusCode::PAYLOAD_TOO_LARGE;
+        let bad = StatusCode::BAD_REQUEST;
+        for code in SIZE_ERROR_CODES {
+            assert!(verdict(too_large, &env(code)).is_some(), "{code}");
+            assert!(verdict(bad, &env(code)).is_none(), "400 {code}");
+        }
+        for code in CONTENT_ERROR_CODES {
+            assert!(verdict(bad, &env(code)).is_some(), "{code}");
+            assert!(verdict(too_large, &env(code)).is_none(), "413 {code}");
+        }
+        for body in [
+            "<html><body><h1>413 Request Entity Too Large</h1></body></html>",
+            "",
+            r#"{"error":"too big"}"#,
+            &env("invalid_gzip"),
+        ] {
+            assert!(verdict(too_large, body).is_none(), "{body}");
+            assert!(verdict(bad, body).is_none(), "{body}");
+        }
+        assert!(
+            !verdict(too_large, &env("too_many_events"))
+                .unwrap()
+                .condemns_a_single_event()
+        );
+        assert!(
+            verdict(too_large, &env("body_too_large"))
+                .unwrap()
+                .condemns_a_single_event()
+        );
     }
 
     #[test]

@@ -9,13 +9,14 @@
 //! | answer | rows |
 //! | --- | --- |
 //! | 200 (or 422) with results | accepted and duplicate deleted, rejected moved to `dead_letters` |
-//! | 413, or 400 with Brain's `malformed_json` / `not_an_envelope` | batch split in halves and resent; a single event refused alone is dead-lettered |
+//! | 413 with Brain's `body_too_large` / `too_many_events`, or 400 with Brain's `malformed_json` / `not_an_envelope` | batch split in halves and resent; a single event refused alone is dead-lettered (not for `too_many_events`) |
 //! | network error, 408, 429, 5xx | kept; back off (exponential, jitter, `Retry-After`) |
-//! | 401 / 403 / any other 400 / other 4xx | kept; a configuration error is recorded for `status` |
+//! | 401 / 403 / any other 400 or 413 / other 4xx | kept; a configuration error is recorded for `status` |
 //!
-//! A 400 is only taken as a verdict on the events when its body is Brain's error envelope
-//! with a content code: a misconfigured URL (plain HTTP to a TLS port, a proxy) also answers
-//! 400, and treating that as "these events are bad" would discard the whole spool.
+//! A 400 or 413 is only taken as a verdict on the events when its body is Brain's error
+//! envelope (`{"error":{"code":…}}`) with one of those codes: a misconfigured URL (plain HTTP
+//! to a TLS port) or a proxy with a smaller body limit also answers 400 or 413, and treating
+//! that as "these events are bad" would split the batch down and discard the whole spool.
 //!
 //! Where each part lives: this module holds the entry point ([`flush`]), the lease and
 //! retry-schedule checks before sending, and the outcome types; `retry` the drain loop with

@@ -7,6 +7,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod faults;
 mod helpers;
 
 use std::collections::{BTreeMap, HashSet};
@@ -719,7 +720,7 @@ fn edge_case_upstream(
                 (
                     "413 Payload Too Large",
                     "",
-                    json!({"error": {"code": "too_large", "message": "body too large"}}),
+                    json!({"error": {"code": "too_many_events", "message": "too many events"}}),
                 )
             } else {
                 let results: Vec<Value> = events

@@ -1,0 +1,94 @@
+//! Issue 6, agent side: the emitter under faults that are not crashes (answers that are not
+//! Brain's, wrong clocks, dead flushers, full disks, damaged spools). Each test names the
+//! case it covers.
+
+use brain_emit::spool::Spool;
+use chrono::Utc;
+use shared_proto::{AgentId, ErrorPayload, Event, Payload};
+
+use super::{fixed_upstream, flush_wait_against, stop_upstream};
+use crate::helpers::Sandbox;
+
+/// Queues `n` error events straight into the sandbox's spool (faster than `n` hooks).
+pub(crate) fn queue_errors(sb: &Sandbox, n: usize) {
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            Event::new(
+                uuid::Uuid::new_v4(),
+                Utc::now(),
+                AgentId::parse("agent_test_1").unwrap(),
+                None,
+                Payload::Error(ErrorPayload {
+                    kind: "k".into(),
+                    message_120c: format!("queued {i}"),
+                    ..ErrorPayload::default()
+                }),
+            )
+            .unwrap()
+        })
+        .collect();
+    Spool::open(&sb.spool)
+        .unwrap()
+        .enqueue_all(&events)
+        .unwrap();
+}
+
+/// Case 9: a 413 that is not Brain's error envelope with a size code (a proxy's HTML page, a
+/// bare status, another code) is no verdict on the events: every row stays, nothing is
+/// dead-lettered, `status` shows a configuration error and `flush --wait` exits 1.
+#[test]
+fn a_413_that_is_not_brains_size_verdict_keeps_every_row() {
+    for body in [
+        "<html><head><title>413 Request Entity Too Large</title></head><body><center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center></body></html>",
+        "",
+        r#"{"error":{"code":"quota","message":"not a Brain size code"}}"#,
+    ] {
+        let sb = Sandbox::new();
+        queue_errors(&sb, 40);
+        let (port, upstream) = fixed_upstream("413 Payload Too Large", body);
+        let out = flush_wait_against(&sb, port);
+        stop_upstream(port);
+        let served = upstream.join().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body:?}: stderr: {stderr}");
+        assert!(
+            stderr.contains("413"),
+            "{body:?}: the reason is given: {stderr}"
+        );
+        assert_eq!(served, 1, "{body:?}: no splitting on a foreign 413");
+        assert_eq!(sb.rows().len(), 40, "{body:?}: every row kept");
+        let status = sb.status();
+        assert_eq!(status["dead_letters"], 0, "{body:?}");
+        assert!(
+            status["config_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("413")),
+            "{body:?}: {status}"
+        );
+    }
+}
+
+/// Case 9, the other side: Brain's own 413 still splits the batch, and an event Brain
+/// refuses as too large even alone is dead-lettered (and the spool is then empty).
+#[test]
+fn brains_body_too_large_still_isolates_the_oversized_events() {
+    let sb = Sandbox::new();
+    queue_errors(&sb, 3);
+    let (port, upstream) = fixed_upstream(
+        "413 Payload Too Large",
+        r#"{"error":{"code":"body_too_large","message":"the body is larger than 1048576 bytes"}}"#,
+    );
+    let out = flush_wait_against(&sb, port);
+    stop_upstream(port);
+    let served = upstream.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // [3] → [1] dead, [2] → [1] dead, [1] dead.
+    assert_eq!(served, 5);
+    assert!(sb.rows().is_empty());
+    assert_eq!(sb.status()["dead_letters"], 3);
+}
