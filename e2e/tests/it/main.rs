@@ -15,4 +15,5 @@
 
 mod flush;
 mod helpers;
+mod provisioning;
 mod sessions;
