@@ -13,6 +13,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod cloud_init;
 mod flush;
 mod helpers;
 mod provisioning;
