@@ -1,7 +1,8 @@
 //! Delivery: reads the spool oldest first and posts gzip'd batches to `POST /v1/events`.
 //!
 //! One flusher at a time per spool, by the spool's lease (it expires
-//! [`LEASE_TTL_MS`] after the last renewal, so a dead holder never wedges delivery). The
+//! [`LEASE_TTL_MS`] after the last renewal, and at once when its holder's process is gone,
+//! so a dead holder never wedges delivery). The
 //! HTTP client is built here and only here: hook invocations never touch reqwest.
 //!
 //! What each answer does to the rows:
@@ -35,8 +36,7 @@ use crate::config::Settings;
 use crate::spool::{MaybeCorrupt, MetaKey, Spool, SpoolError, now_ms};
 use http::Sender;
 
-/// How long a lease lasts without renewal, in ms.
-pub const LEASE_TTL_MS: i64 = 30_000;
+pub use crate::spool::LEASE_TTL_MS;
 
 /// How a flush behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,8 +18,9 @@
 //!   configuration error, retry schedule, and, on a spool that replaced a corrupt one, the
 //!   moved-aside name and the recovery time: ledgers created after it ignore usage logged
 //!   before it).
-//! - `lease` (`lease`): at most one row naming the flusher that owns delivery and when that
-//!   expires.
+//! - `lease` (`lease`): at most one row naming the flusher that owns delivery, its process
+//!   (so a dead holder is noticed at once) and when the lease expires (bounded by the
+//!   reader's clock: see `lease` for why the wall clock is not trusted).
 //!
 //! The file itself (pragmas, busy waits, the WAL kept short) is `connection`'s; the DDL
 //! and its version are `schema`'s.
@@ -47,6 +48,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 use serde::Serialize;
 
+pub use lease::LEASE_TTL_MS;
 pub(crate) use ledgers::StoredLedger;
 pub(crate) use meta::MetaKey;
 pub use queue::DeadLetter;

@@ -1,18 +1,22 @@
 //! The spool's tables and their version: the DDL, and the check at every open that creates
-//! it when missing (a future schema change adds its migration step here).
+//! it when missing or brings an older file up to date, one forward-only step per version.
+//!
+//! Versions: 1, the first schema; 2, `lease.process` (who holds the lease, precisely enough
+//! to tell whether it still runs, see `lease`).
 
 use rusqlite::Connection;
 
 use super::SpoolError;
 
 /// Version of the spool schema this code creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Creates the schema when `user_version` says it is missing.
+/// Creates the schema when `user_version` says it is missing, or runs the steps from the
+/// file's version up to [`SCHEMA_VERSION`].
 ///
 /// `user_version` is a header field readable without parsing the schema, so the common
-/// case (schema present) costs one read; creation happens in an IMMEDIATE transaction that
-/// re-checks the version, so concurrent first opens create it exactly once.
+/// case (schema current) costs one read; creation and steps happen in an IMMEDIATE
+/// transaction that re-checks the version, so concurrent first opens run each exactly once.
 ///
 /// # Errors
 /// [`SpoolError::NewerSchema`] (with an empty path, filled in by the caller) for a file of a
@@ -30,8 +34,12 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| -> Result<(), SpoolError> {
-        if user_version(conn)? == 0 {
+        let found = user_version(conn)?;
+        if found < 1 {
             conn.execute_batch(SCHEMA_V1)?;
+        }
+        if found < 2 {
+            conn.execute_batch(STEP_V2)?;
         }
         Ok(())
     })();
@@ -49,7 +57,7 @@ fn user_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
-const SCHEMA_V1: &str = "
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE queue (
     seq            INTEGER PRIMARY KEY,
     event_id       TEXT    NOT NULL UNIQUE,
@@ -104,4 +112,11 @@ CREATE TABLE lease (
     expires_at_ms INTEGER NOT NULL
 );
 PRAGMA user_version = 1;
+";
+
+/// Version 2: `lease.process`, the holder's boot id, PID namespace and start time (NULL when
+/// unknown, e.g. a lease claimed by a hook for a flusher not started yet).
+const STEP_V2: &str = "
+ALTER TABLE lease ADD COLUMN process TEXT;
+PRAGMA user_version = 2;
 ";

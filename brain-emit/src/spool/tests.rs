@@ -245,3 +245,110 @@ fn meta_keys_are_stored_under_their_names() {
     assert_eq!(stats.last_hook_error.as_deref(), Some("boom"));
     assert!(stats.last_success_at_ms.is_some());
 }
+
+#[test]
+fn a_lease_expiring_further_ahead_than_the_ttl_does_not_bind() {
+    use lease::testing::{own_process, put_lease};
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db")).unwrap();
+    let me = i64::from(std::process::id());
+    // Written by a flusher whose clock ran 6 h ahead (its process still runs).
+    put_lease(
+        &spool,
+        "clock-ahead",
+        me,
+        Some(own_process()),
+        now_ms() + 6 * 3600 * 1000,
+    );
+    assert!(!spool.lease_live().unwrap());
+    assert!(!spool.stats().unwrap().lease_held);
+    assert!(spool.acquire_lease("b", LEASE_TTL_MS).unwrap());
+    // Within the TTL, a live holder's lease binds.
+    put_lease(
+        &spool,
+        "honest",
+        me,
+        Some(own_process()),
+        now_ms() + LEASE_TTL_MS - 1_000,
+    );
+    assert!(spool.lease_live().unwrap());
+    assert!(!spool.acquire_lease("b", LEASE_TTL_MS).unwrap());
+    // No writer sets an expiry past the bound, whatever TTL it is asked for.
+    put_lease(&spool, "old", me, None, 0);
+    assert!(spool.acquire_lease("b", 6 * 3600 * 1000).unwrap());
+    assert!(spool.lease_live().unwrap());
+}
+
+#[test]
+fn a_lease_whose_holder_is_gone_is_taken_at_once() {
+    use lease::testing::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(dir.path().join("s.db")).unwrap();
+    let me = i64::from(std::process::id());
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = i64::from(child.id());
+    child.wait().unwrap();
+    let soon = now_ms() + LEASE_TTL_MS - 1_000;
+    for (what, pid, process, taken) in [
+        ("its PID is gone", dead, Some(own_process()), true),
+        (
+            "its PID was reused",
+            me,
+            Some(own_process_started_at(1)),
+            true,
+        ),
+        (
+            "it ran before a reboot",
+            me,
+            Some(process_of_another_boot()),
+            true,
+        ),
+        ("it runs", me, Some(own_process()), false),
+        (
+            "another PID namespace",
+            dead,
+            Some(process_in_another_namespace()),
+            false,
+        ),
+        ("a hook's claim, no process yet", dead, None, false),
+        (
+            "unreadable identity",
+            dead,
+            Some("garbage".to_owned()),
+            false,
+        ),
+    ] {
+        put_lease(&spool, "holder", pid, process, soon);
+        assert_eq!(spool.lease_live().unwrap(), !taken, "{what}");
+        assert_eq!(
+            spool.acquire_lease("taker", LEASE_TTL_MS).unwrap(),
+            taken,
+            "{what}"
+        );
+        spool.release_lease("taker").unwrap();
+    }
+}
+
+#[test]
+fn a_version_1_spool_is_brought_up_to_date_keeping_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(schema::SCHEMA_V1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO queue (event_id, event_type, body, size_bytes, enqueued_at_ms)
+             VALUES ('e1', 'error', '{}', 2, 1);
+             INSERT INTO lease VALUES (1, 'old', 1, 0);",
+        )
+        .unwrap();
+    }
+    let mut spool = Spool::open(&path).unwrap();
+    let version: i64 = spool
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(spool.depth().unwrap(), 1);
+    assert!(spool.acquire_lease("new", LEASE_TTL_MS).unwrap());
+}

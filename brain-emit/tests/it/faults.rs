@@ -2,11 +2,13 @@
 //! Brain's, wrong clocks, dead flushers, full disks, damaged spools). Each test names the
 //! case it covers.
 
+use std::time::{Duration, Instant};
+
 use brain_emit::spool::Spool;
 use chrono::Utc;
 use shared_proto::{AgentId, ErrorPayload, Event, Payload};
 
-use super::{fixed_upstream, flush_wait_against, stop_upstream};
+use super::{edge_case_upstream, fixed_upstream, flush_wait_against, stop_upstream, wait_until};
 use crate::helpers::Sandbox;
 
 /// Queues `n` error events straight into the sandbox's spool (faster than `n` hooks).
@@ -91,4 +93,93 @@ fn brains_body_too_large_still_isolates_the_oversized_events() {
     assert_eq!(served, 5);
     assert!(sb.rows().is_empty());
     assert_eq!(sb.status()["dead_letters"], 3);
+}
+
+/// `flush --wait` to a loopback upstream that accepts every batch; the output, how long it
+/// took, and the batch sizes the upstream saw.
+fn flush_wait_to_a_good_upstream(sb: &Sandbox) -> (std::process::Output, Duration, Vec<usize>) {
+    let (port, upstream) = edge_case_upstream(500, false);
+    let started = Instant::now();
+    let out = flush_wait_against(sb, port);
+    let took = started.elapsed();
+    stop_upstream(port);
+    (out, took, upstream.join().unwrap())
+}
+
+/// Case 11: a lease written by a flusher whose clock ran 6 h ahead (its expiry is 6 h past
+/// now + TTL) no longer blocks other flushers until the clock catches up.
+#[test]
+fn a_lease_left_by_a_clock_6_hours_ahead_does_not_block_delivery() {
+    let sb = Sandbox::new();
+    queue_errors(&sb, 5);
+    let six_hours_ahead = Utc::now().timestamp_millis() + 6 * 3600 * 1000;
+    rusqlite::Connection::open(&sb.spool)
+        .unwrap()
+        .execute(
+            "INSERT INTO lease (id, holder, pid, expires_at_ms) VALUES (1, 'clock-ahead', ?1, ?2)",
+            rusqlite::params![std::process::id(), six_hours_ahead],
+        )
+        .unwrap();
+    let (out, took, seen) = flush_wait_to_a_good_upstream(&sb);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "took {took:?}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(seen, [5]);
+    assert!(sb.rows().is_empty());
+    // `status` does not show such a lease as a running flusher either.
+    rusqlite::Connection::open(&sb.spool)
+        .unwrap()
+        .execute(
+            "INSERT INTO lease (id, holder, pid, expires_at_ms) VALUES (1, 'clock-ahead', ?1, ?2)",
+            rusqlite::params![std::process::id(), six_hours_ahead],
+        )
+        .unwrap();
+    assert_eq!(sb.status()["lease_held"], false);
+}
+
+/// Case 11: a flusher killed (kill -9) while it holds the lease in the middle of a request
+/// hands delivery over at once: the next `flush --wait` sees its process is gone instead of
+/// waiting out the TTL (30 s).
+#[test]
+fn a_flusher_killed_while_holding_the_lease_is_taken_over_at_once() {
+    let sb = Sandbox::new();
+    queue_errors(&sb, 5);
+    // Accepts connections (the kernel's backlog) and never answers: the request hangs.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", black_hole.local_addr().unwrap());
+    let mut stuck = sb
+        .command(&[
+            "flush",
+            "--wait",
+            "--url",
+            &url,
+            "--api-key",
+            "m8brain_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || sb.status()["lease_held"]
+            == true),
+        "the stuck flusher took the lease"
+    );
+    stuck.kill().unwrap();
+    stuck.wait().unwrap();
+    let (out, took, seen) = flush_wait_to_a_good_upstream(&sb);
+    drop(black_hole);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "took {took:?}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(seen, [5]);
+    assert!(sb.rows().is_empty());
 }
