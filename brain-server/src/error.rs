@@ -182,11 +182,15 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 /// A Postgres SQLSTATE (five characters) or a SQLite extended result code (a number) that
 /// means "unavailable": Postgres `53300` too many connections, `57P01`–`57P03` shutting down
 /// or starting, `08xxx` connection exceptions, `40P01`/`40001` a transaction conflict that
-/// outlasted the writer's retries (nothing was committed); SQLite `SQLITE_BUSY` (5) or `SQLITE_LOCKED`
-/// (6) and their extended codes, which reach us only after the 5 s busy timeout.
+/// outlasted the writer's retries (nothing was committed); SQLite `SQLITE_BUSY` (5) or
+/// `SQLITE_LOCKED` (6) and their extended codes, which reach us only after the 5 s busy
+/// timeout; and storage that cannot take writes ([`storage_code`]).
 fn unavailable_code(code: &str) -> bool {
     const SQLITE_BUSY: i32 = 5;
     const SQLITE_LOCKED: i32 = 6;
+    if storage_code(code) {
+        return true;
+    }
     if code.len() == 5 {
         // A SQLSTATE: SQLite extended result codes have at most four digits.
         return matches!(
@@ -196,6 +200,31 @@ fn unavailable_code(code: &str) -> bool {
     }
     code.parse::<i32>()
         .is_ok_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+}
+
+/// Whether `e` says the storage cannot take writes now: the disk is full, the database is
+/// read-only, or an I/O error (see [`storage_code`]). The transaction committed nothing; a
+/// retry after the operator freed space (or remounted) succeeds.
+pub(crate) fn is_storage_failure(e: &DbError) -> bool {
+    match e {
+        DbError::Query(sqlx::Error::Database(db)) => db.code().is_some_and(|c| storage_code(&c)),
+        _ => false,
+    }
+}
+
+/// A SQLSTATE or SQLite extended result code of storage that cannot take writes: Postgres
+/// `53100` disk full, `25006` read-only transaction (a standby, `default_transaction_read_only`),
+/// `58030` I/O error; SQLite `SQLITE_READONLY` (8), `SQLITE_IOERR` (10), `SQLITE_FULL` (13)
+/// and their extended codes (e.g. 266 `SQLITE_IOERR_READ`, 1032 `SQLITE_READONLY_DBMOVED`).
+fn storage_code(code: &str) -> bool {
+    const SQLITE_READONLY: i32 = 8;
+    const SQLITE_IOERR: i32 = 10;
+    const SQLITE_FULL: i32 = 13;
+    if code.len() == 5 {
+        return matches!(code, "53100" | "25006" | "58030");
+    }
+    code.parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, SQLITE_READONLY | SQLITE_IOERR | SQLITE_FULL))
 }
 
 impl From<QueryRejection> for ApiError {
@@ -279,6 +308,20 @@ mod tests {
         for code in ["5", "6", "261", "517", "773", "262"] {
             assert_unavailable(coded(code), code);
         }
+        // Storage that cannot take writes: Postgres disk full, read-only transaction, I/O
+        // error; SQLite READONLY, IOERR, FULL and extended codes (READONLY_DBMOVED,
+        // IOERR_READ, IOERR_WRITE, IOERR_FSYNC).
+        for code in [
+            "53100", "25006", "58030", "8", "10", "13", "1032", "266", "778", "1034",
+        ] {
+            assert_unavailable(coded(code), code);
+            assert!(
+                super::is_storage_failure(&DbError::Query(sqlx::Error::Database(Box::new(Coded(
+                    code
+                ))))),
+                "{code}"
+            );
+        }
         assert_unavailable(mapped(sqlx::Error::PoolTimedOut), "pool timeout");
         assert_unavailable(mapped(sqlx::Error::PoolClosed), "pool closed");
         assert_unavailable(
@@ -289,9 +332,9 @@ mod tests {
 
     #[test]
     fn faults_in_the_statement_or_data_stay_500() {
-        // Postgres: unique violation, syntax error, raised exception, disk full (53100 is not
-        // a connection limit). SQLite: constraint (19, 2067), generic error (1), corrupt (11).
-        for code in ["23505", "42601", "P0001", "53100", "1", "19", "2067", "11"] {
+        // Postgres: unique violation, syntax error, raised exception. SQLite: constraint
+        // (19, 2067), generic error (1), corrupt (11).
+        for code in ["23505", "42601", "P0001", "1", "19", "2067", "11"] {
             let e = coded(code);
             assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{code}");
             assert_eq!(e.code(), "internal", "{code}");

@@ -59,6 +59,12 @@ impl AppState {
         self.0.writer.stats()
     }
 
+    /// Whether ingest writes are failing for lack of storage (disk full, read-only database,
+    /// I/O error): `/v1/healthz` then answers 503 `ok: false`.
+    pub(crate) fn writes_failing(&self) -> bool {
+        self.0.writer.writes_failing()
+    }
+
     /// Requests waiting in the ingest writer's queue (not yet taken into a group).
     pub fn queue_depth(&self) -> usize {
         self.0.writer.queue_depth()

@@ -39,7 +39,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{Connection as _, PgPool, SqlitePool};
 
 pub use admin::{AgentRow, AuditEntry, DeadLetter};
 pub use keys::{KeyInfo, MintedKey};
@@ -98,6 +98,15 @@ pub enum Store {
 /// How long a request waits for a pooled connection before the database counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+// A connection whose COMMIT or ROLLBACK failed is never reused. When a COMMIT fails (SQLite:
+// SQLITE_FULL or an I/O error writing the WAL), SQLite has often rolled the transaction back
+// itself; the ROLLBACK that sqlx then sends (dropping the `Transaction`) fails, and the
+// connection keeps counting one open transaction. Reused, its next `begin()` would be a
+// SAVEPOINT: work acknowledged but never committed, and a write lock held forever. So every
+// pool's `before_acquire` (which runs after the ping that flushes that pending ROLLBACK)
+// closes an idle connection that still counts an open transaction, and the pool opens a
+// fresh one. One guard for every transaction of the server and of the operator commands.
+
 impl Store {
     /// Connects to `url` (`postgres://…`, `postgresql://…` or `sqlite://path`).
     ///
@@ -110,6 +119,7 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
                 .connect_with(opts)
                 .await
                 .map_err(DbError::Connect)?;
@@ -130,6 +140,17 @@ impl Store {
         Self::open_sqlite(SqliteConnectOptions::new().filename(path)).await
     }
 
+    /// Opens (creating if missing) the SQLite database that `opts` names, with the server's
+    /// own settings (WAL, `synchronous=FULL`, 5 s busy timeout, foreign keys) applied over
+    /// `opts`. For settings of the connections beyond those, e.g. a `max_page_count` pragma
+    /// that makes a disk-full fault on demand in tests.
+    ///
+    /// # Errors
+    /// [`DbError::Connect`] when the file cannot be opened or created.
+    pub async fn open_sqlite_with(opts: SqliteConnectOptions) -> Result<Self, DbError> {
+        Self::open_sqlite(opts).await
+    }
+
     async fn open_sqlite(opts: SqliteConnectOptions) -> Result<Self, DbError> {
         let opts = opts
             .create_if_missing(true)
@@ -148,6 +169,7 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(opts)
             .await
             .map_err(DbError::Connect)?;

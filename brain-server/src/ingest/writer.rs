@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use super::WriteJob;
 use crate::db::ingest::Outcome;
 use crate::db::{DbError, Store};
+use crate::error::is_storage_failure;
 use crate::task;
 
 /// The answer to one submitted request: the outcome of each element, in request order.
@@ -41,6 +43,45 @@ pub struct WriterStats {
     pub failed_groups: AtomicU64,
 }
 
+/// How long a write that failed for lack of storage keeps `/v1/healthz` at `ok: false` when no
+/// later write commits. Clients retry a 503 after its `Retry-After` (5 s), so a disk that stays
+/// full keeps refreshing it; with no traffic at all, health turns ok after this and the next
+/// write tells again.
+const STORAGE_FAILURE_TTL: Duration = Duration::from_secs(30);
+
+/// Whether ingest writes are failing for lack of storage (disk full, read-only database, I/O
+/// error: [`crate::error::is_storage_failure`]), as the writers last saw it.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    /// When the last write failed for lack of storage, unless a write committed since.
+    failed_at: Mutex<Option<Instant>>,
+}
+
+impl WriteHealth {
+    /// Records the outcome of one transaction.
+    fn record<T>(&self, result: &Result<T, DbError>) {
+        let failed = match result {
+            Ok(_) => false,
+            Err(e) if is_storage_failure(e) => true,
+            // Another failure says nothing about the storage.
+            Err(_) => return,
+        };
+        if let Ok(mut at) = self.failed_at.lock() {
+            *at = failed.then(Instant::now);
+        }
+    }
+
+    /// Whether a write failed for lack of storage less than [`STORAGE_FAILURE_TTL`] ago with
+    /// no commit since.
+    fn failing(&self) -> bool {
+        self.failed_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < STORAGE_FAILURE_TTL)
+    }
+}
+
 /// Why a request could not be queued.
 #[derive(Debug)]
 pub(crate) enum SubmitError {
@@ -57,6 +98,7 @@ pub(crate) struct Writer {
     stop: watch::Sender<bool>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
+    health: Arc<WriteHealth>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -83,6 +125,7 @@ impl Writer {
         let rx: SharedReceiver = Arc::new(tokio::sync::Mutex::new(rx));
         let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(WriterStats::default());
+        let health = Arc::new(WriteHealth::default());
         let handles = (0..writers.max(1))
             .map(|_| {
                 task::spawn(
@@ -93,6 +136,7 @@ impl Writer {
                         stop_rx.clone(),
                         group_events.max(1),
                         Arc::clone(&stats),
+                        Arc::clone(&health),
                     ),
                 )
             })
@@ -102,6 +146,7 @@ impl Writer {
             stop,
             handles: Mutex::new(handles),
             stats,
+            health,
         }
     }
 
@@ -123,6 +168,12 @@ impl Writer {
     /// The writers' counters.
     pub(crate) fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// Whether ingest writes are failing for lack of storage (disk full, read-only, I/O
+    /// error): the last such failure is under 30 s old and no write committed since.
+    pub(crate) fn writes_failing(&self) -> bool {
+        self.health.failing()
     }
 
     /// Requests waiting in the queue.
@@ -152,6 +203,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     group_events: usize,
     stats: Arc<WriterStats>,
+    health: Arc<WriteHealth>,
 ) {
     loop {
         let group = {
@@ -166,7 +218,7 @@ async fn run(
                 None => break,
             }
         };
-        write(&store, group, &stats).await;
+        write(&store, group, &stats, &health).await;
     }
     // Shutting down: refuse new work, finish what is queued.
     loop {
@@ -178,7 +230,7 @@ async fn run(
                 Err(_) => break,
             }
         };
-        write(&store, group, &stats).await;
+        write(&store, group, &stats, &health).await;
     }
     tracing::debug!("ingest writer drained and stopped");
 }
@@ -203,11 +255,13 @@ fn take_group(
     group
 }
 
-async fn write(store: &Store, group: Vec<Pending>, stats: &WriterStats) {
+async fn write(store: &Store, group: Vec<Pending>, stats: &WriterStats, health: &WriteHealth) {
     let (jobs, replies): (Vec<WriteJob>, Vec<oneshot::Sender<WriteResult>>) =
         group.into_iter().map(|p| (p.job, p.reply)).unzip();
     let items: usize = jobs.iter().map(|j| j.items.len()).sum();
-    match store.write_group(&jobs).await {
+    let written = store.write_group(&jobs).await;
+    health.record(&written);
+    match written {
         Ok(results) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
@@ -230,6 +284,7 @@ async fn write(store: &Store, group: Vec<Pending>, stats: &WriterStats) {
                     .write_group(&one)
                     .await
                     .map(|mut r| r.pop().unwrap_or_default());
+                health.record(&result);
                 if result.is_ok() {
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     stats.requests.fetch_add(1, Ordering::Relaxed);

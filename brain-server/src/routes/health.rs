@@ -16,12 +16,16 @@ use crate::state::AppState;
 /// How long the health check waits for the database.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `{"ok": true, "version", "ts"}`; 503 with `ok: false` when the database does not answer.
+/// `{"ok": true, "version", "ts"}`; 503 with `ok: false` when the database does not answer
+/// or ingest writes are failing for lack of storage (disk full, read-only database, I/O
+/// error: the last such failure is under 30 s old and no write committed since; a trivial
+/// query still answers then, so the writer's record is what tells).
 pub(crate) async fn get_healthz(State(state): State<AppState>) -> Response {
-    let ok = matches!(
-        tokio::time::timeout(PING_TIMEOUT, state.store().ping()).await,
-        Ok(Ok(()))
-    );
+    let ok = !state.writes_failing()
+        && matches!(
+            tokio::time::timeout(PING_TIMEOUT, state.store().ping()).await,
+            Ok(Ok(()))
+        );
     let status = if ok {
         StatusCode::OK
     } else {

@@ -66,10 +66,6 @@ pub(crate) async fn spawn_app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, Options::default()).await
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "tests spawn the server task directly"
-)]
 pub(crate) async fn spawn_app_with(backend: Backend, opts: Options) -> Option<TestApp> {
     let data_dir = TempDir::new().expect("temp dir");
     let (db, pg) = match backend {
@@ -86,6 +82,27 @@ pub(crate) async fn spawn_app_with(backend: Backend, opts: Options) -> Option<Te
         }
     };
     let store = brain_server::open_store(&db).await.expect("open store");
+    Some(serve(store, db, data_dir, pg, opts).await)
+}
+
+/// A server over `store`, an embedded SQLite database in `data_dir` opened by the caller
+/// (e.g. with connection settings of its own).
+pub(crate) async fn spawn_app_on(store: Store, data_dir: TempDir, opts: Options) -> TestApp {
+    let db = DbConfig::embedded(data_dir.path());
+    serve(store, db, data_dir, None, opts).await
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "tests spawn the server task directly"
+)]
+async fn serve(
+    store: Store,
+    db: DbConfig,
+    data_dir: TempDir,
+    pg: Option<TestDb>,
+    opts: Options,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -101,7 +118,7 @@ pub(crate) async fn spawn_app_with(backend: Backend, opts: Options) -> Option<Te
     let server = tokio::spawn(brain_server::run(listener, state.clone(), async move {
         let _ = rx.await;
     }));
-    Some(TestApp {
+    TestApp {
         addr,
         state,
         client: reqwest::Client::new(),
@@ -109,7 +126,7 @@ pub(crate) async fn spawn_app_with(backend: Backend, opts: Options) -> Option<Te
         shutdown: Some(tx),
         server: Some(server),
         pg,
-    })
+    }
 }
 
 pub(crate) fn limits(per_sec: u32, burst: u32) -> Limits {
@@ -203,8 +220,20 @@ impl TestApp {
         (status, resp.json().await.expect("JSON body"))
     }
 
+    /// Stops the server (graceful) and closes the pool, keeping the data directory (for a
+    /// restart on the same SQLite file).
+    pub(crate) async fn stop_keeping_data(mut self) -> TempDir {
+        self.shut_down().await;
+        let dir = TempDir::new().expect("temp dir");
+        std::mem::replace(&mut self.data_dir, dir)
+    }
+
     /// Stops the server (graceful), closes the pool, drops the Postgres database.
     pub(crate) async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod binary;
+mod faults;
 mod helpers;
 
 use std::io::Write;
