@@ -17,8 +17,10 @@ const REGION: &str = "eu-west-1";
 const URL_PARAMETER: &str = "/m8trx/brain_url";
 const RELEASE: &str = "s3://m8trx-releases/m8trx-brain-test-x86_64-linux.tar.gz";
 
-/// A stand-in for the Claude Code hooks drop-in: the provisioning only copies it.
-const DROPIN: &str = "{\"hooks\": {}}\n";
+/// The Claude Code hooks drop-in, in the repository.
+fn dropin() -> PathBuf {
+    repo_root().join("brain-emit/integrations/claude-code/50-m8trx-brain.json")
+}
 
 /// A box to provision: an empty root, a fake Parameter Store and S3 bucket, a `PATH` with
 /// the fake `aws` first, and the release tarball in the bucket.
@@ -63,7 +65,7 @@ impl TestBox {
             )
             .expect("copy unit");
         }
-        fs::write(b.path("dist/claude-code/50-m8trx-brain.json"), DROPIN).expect("drop-in");
+        fs::copy(dropin(), b.path("dist/claude-code/50-m8trx-brain.json")).expect("drop-in");
         let tar = Command::new("tar")
             .arg("-czf")
             .arg(b.path("s3/m8trx-releases/m8trx-brain-test-x86_64-linux.tar.gz"))
@@ -248,7 +250,7 @@ fn provisioning_script_installs_a_working_box() {
         (
             "/etc/claude-code/managed-settings.d/50-m8trx-brain.json",
             0o644,
-            b.path("dist/claude-code/50-m8trx-brain.json"),
+            dropin(),
         ),
     ] {
         let installed = b.root(path);

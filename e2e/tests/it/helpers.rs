@@ -296,6 +296,13 @@ impl Emitter {
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(EMIT_BIN);
         cmd.args(args);
+        self.environment(&mut cmd);
+        cmd
+    }
+
+    /// Gives `cmd` this box's environment: its env file, spool and agent id, and none of the
+    /// Brain variables of the test's own environment.
+    pub(crate) fn environment(&self, cmd: &mut Command) {
         for var in [
             "BRAIN_URL",
             "BRAIN_API_KEY",
@@ -309,7 +316,6 @@ impl Emitter {
         cmd.env("BRAIN_ENV_FILE", self.dir.path().join("brain.env"))
             .env("BRAIN_SPOOL", self.spool())
             .env("BRAIN_AGENT_ID", &self.agent_id);
-        cmd
     }
 
     /// Runs `brain-emit args…` with `stdin` and waits.

@@ -16,5 +16,6 @@
 mod cloud_init;
 mod flush;
 mod helpers;
+mod hook_protocol;
 mod provisioning;
 mod sessions;

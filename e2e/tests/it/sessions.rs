@@ -1,6 +1,11 @@
 //! Real Claude Code sessions end to end: the emitter driven by the recorded transcripts and
 //! hook payloads as Claude Code would drive it, the server on SQLite and on Postgres, the store
 //! checked against the transcripts and ccusage's figures; and a server killed mid-flush.
+//!
+//! The replay ([`replay_session`]) hands each hook's stdin JSON to a `fire` function: here
+//! [`fire_direct`] runs the `brain-emit` subcommand for the event; `hook_protocol` runs the
+//! commands the Claude Code settings file selects instead. [`assert_store_matches`] is the
+//! check both use.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
@@ -14,7 +19,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Backend, Emitter, FIXTURES, Server, Stored};
 
 /// The sessions this project carries, by the name ccusage reports them under.
-const SESSIONS: [&str; 4] = [
+pub(crate) const SESSIONS: [&str; 4] = [
     "short",
     "tool_heavy",
     "subagent",
@@ -26,7 +31,7 @@ const SESSIONS: [&str; 4] = [
 
 /// What a transcript says happened, to compare the server's store with.
 #[derive(Debug, Default)]
-struct Expected {
+pub(crate) struct Expected {
     tool_uses: BTreeSet<String>,
     failures: BTreeSet<String>,
     /// Distinctive fragments of tool inputs and outputs that must never reach the server.
@@ -53,11 +58,23 @@ fn blocks(line: &Value) -> &[Value] {
         .map_or(&[], Vec::as_slice)
 }
 
+/// Runs the `brain-emit` subcommand that handles `payload`'s `hook_event_name` on `emitter`,
+/// checking the hook rules (exit 0, nothing on stdout).
+pub(crate) fn fire_direct(emitter: &Emitter, payload: &Value) {
+    let sub = match payload["hook_event_name"].as_str() {
+        Some("PreToolUse") => "tool-start",
+        Some("PostToolUse" | "PostToolUseFailure") => "tool-call",
+        Some("Stop" | "SubagentStop" | "SessionEnd") => "llm-usage",
+        other => panic!("no brain-emit subcommand for hook event {other:?}"),
+    };
+    emitter.hook_json(sub, payload);
+}
+
 /// Replays one transcript file: appends it line by line to `live` (the path Claude Code would
 /// be writing), firing PreToolUse / PostToolUse(Failure) around each tool call and Stop (or
 /// SubagentStop) at every turn end and at cut points where a line is only half written.
 fn replay(
-    emitter: &Emitter,
+    fire: &dyn Fn(&Value),
     session: &str,
     source: &Path,
     live: &Path,
@@ -98,7 +115,7 @@ fn replay(
         if subagent.is_some() {
             p["agent_transcript_path"] = json!(live);
         }
-        emitter.hook_json("llm-usage", &p);
+        fire(&p);
     };
     let mut pending: HashMap<String, (String, Value)> = HashMap::new();
     for (n, line) in text.lines().enumerate() {
@@ -127,7 +144,7 @@ fn replay(
                     p["tool_name"] = json!(name);
                     p["tool_input"] = b["input"].clone();
                     p["tool_use_id"] = json!(id);
-                    emitter.hook_json("tool-start", &p);
+                    fire(&p);
                     pending.insert(id, (name, b["input"].clone()));
                 }
                 Some("tool_result") => {
@@ -151,7 +168,7 @@ fn replay(
                     } else {
                         p["tool_response"] = b["content"].clone();
                     }
-                    emitter.hook_json("tool-call", &p);
+                    fire(&p);
                 }
                 _ => {}
             }
@@ -166,13 +183,14 @@ fn replay(
     stop(false);
 }
 
-/// Replays a whole session (main transcript, then each subagent) and ends it with SessionEnd.
-fn replay_session(emitter: &Emitter, live_root: &Path, session: &str) -> Expected {
+/// Replays a whole session (main transcript, then each subagent) and ends it with SessionEnd,
+/// twice. `fire` gets each hook's stdin JSON.
+pub(crate) fn replay_session(fire: &dyn Fn(&Value), live_root: &Path, session: &str) -> Expected {
     let mut expected = Expected::default();
     let src_dir = Path::new(FIXTURES).join("transcripts");
     let main_live = live_root.join(format!("{session}.jsonl"));
     replay(
-        emitter,
+        fire,
         session,
         &src_dir.join(format!("{session}.jsonl")),
         &main_live,
@@ -197,7 +215,7 @@ fn replay_session(emitter: &Emitter, live_root: &Path, session: &str) -> Expecte
                 .to_owned();
             let live = live_root.join(session).join("subagents").join(name);
             replay(
-                emitter,
+                fire,
                 session,
                 &file,
                 &live,
@@ -214,10 +232,10 @@ fn replay_session(emitter: &Emitter, live_root: &Path, session: &str) -> Expecte
         "hook_event_name": "SessionEnd",
         "reason": "other",
     });
-    emitter.hook_json("llm-usage", &end);
+    fire(&end);
     // A second SessionEnd (e.g. a retried hook) must add nothing.
     end["reason"] = json!("logout");
-    emitter.hook_json("llm-usage", &end);
+    fire(&end);
     expected
 }
 
@@ -259,65 +277,18 @@ fn golden() -> BTreeMap<String, BTreeMap<String, Usage>> {
     out
 }
 
-// ---------------------------------------------------------------------------------------------
-// The scenarios.
-
-/// The acceptance scenario: replay every fixture session with the server down, check that a
-/// flush fails and keeps everything, start the server, flush, and compare the store with the
-/// transcripts and with ccusage.
-fn sessions_end_to_end(backend: Backend) {
-    let Some(mut server) = Server::new(backend) else {
-        return;
-    };
-    let key = server.mint_key("acme");
-    let emitter = Emitter::configured("agent_acme_employee_42", &server.url(), &key);
-    let live = tempfile::tempdir().expect("live transcripts");
-
-    let mut expected = BTreeMap::new();
-    for session in SESSIONS {
-        expected.insert(session, replay_session(&emitter, live.path(), session));
-    }
-
-    // Server down: everything stays spooled and `flush --wait` says so.
-    let out = emitter.flush_wait();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "flush --wait with the server down must exit 1"
-    );
-    assert!(
-        !out.stderr.is_empty(),
-        "flush --wait must say why it failed"
-    );
-    let depth = emitter.status()["depth"].as_u64().expect("status depth");
-    let tool_uses: usize = expected.values().map(|e| e.tool_uses.len()).sum();
-    assert!(
-        depth as usize >= tool_uses,
-        "spool depth {depth} < {tool_uses} tool calls"
-    );
-
-    server.start();
-    let out = emitter.flush_wait();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "flush --wait: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        emitter.status()["depth"].as_u64(),
-        Some(0),
-        "the spool is empty"
-    );
-
+/// Checks the server's store against the replayed sessions: each session's tool calls (ids,
+/// once each), its failed calls, its tokens and cost per model against ccusage's golden
+/// figures; no event stored twice; no fragment of tool input or output anywhere.
+pub(crate) fn assert_store_matches(stored: &Stored, expected: &BTreeMap<&str, Expected>) {
     let Stored {
         events,
         all_text: text,
-    } = server.stored();
+    } = stored;
     let ids: BTreeSet<_> = events.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(ids.len(), events.len(), "no event_id is stored twice");
     let golden = golden();
-    for (session, exp) in &expected {
+    for (session, exp) in expected {
         let mine: Vec<_> = events
             .iter()
             .filter(|e| e.run_id.as_deref() == Some(session))
@@ -392,6 +363,61 @@ fn sessions_end_to_end(backend: Backend) {
             "tool content reached the server: {fragment:?}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios.
+
+/// The acceptance scenario: replay every fixture session with the server down, check that a
+/// flush fails and keeps everything, start the server, flush, and compare the store with the
+/// transcripts and with ccusage.
+fn sessions_end_to_end(backend: Backend) {
+    let Some(mut server) = Server::new(backend) else {
+        return;
+    };
+    let key = server.mint_key("acme");
+    let emitter = Emitter::configured("agent_acme_employee_42", &server.url(), &key);
+    let live = tempfile::tempdir().expect("live transcripts");
+
+    let mut expected = BTreeMap::new();
+    for session in SESSIONS {
+        let fire = |p: &Value| fire_direct(&emitter, p);
+        expected.insert(session, replay_session(&fire, live.path(), session));
+    }
+
+    // Server down: everything stays spooled and `flush --wait` says so.
+    let out = emitter.flush_wait();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "flush --wait with the server down must exit 1"
+    );
+    assert!(
+        !out.stderr.is_empty(),
+        "flush --wait must say why it failed"
+    );
+    let depth = emitter.status()["depth"].as_u64().expect("status depth");
+    let tool_uses: usize = expected.values().map(|e| e.tool_uses.len()).sum();
+    assert!(
+        depth as usize >= tool_uses,
+        "spool depth {depth} < {tool_uses} tool calls"
+    );
+
+    server.start();
+    let out = emitter.flush_wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "flush --wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        emitter.status()["depth"].as_u64(),
+        Some(0),
+        "the spool is empty"
+    );
+
+    assert_store_matches(&server.stored(), &expected);
 }
 
 /// kill -9 of the server while a flush is under way, then a restart: nothing lost, nothing
