@@ -29,7 +29,9 @@ macro_rules! both_fills {
     )*};
 }
 
-use crate::helpers::{Options, TestApp, assert_error, limits, spawn_app_on, tool_call};
+use crate::helpers::{
+    Backend, Options, TestApp, assert_error, limits, spawn_app_on, spawn_app_with, tool_call,
+};
 
 /// Mints a key for `customer_id` straight through `store`; returns the plaintext.
 async fn mint(store: &Store, customer_id: &str) -> Result<String, brain_server::db::DbError> {
@@ -139,6 +141,7 @@ fn fill_filesystem(path: &std::path::Path) {
 }
 
 both_fills!(sqlite_full_disk_acknowledges_only_committed_events_and_recovers);
+both!(an_event_id_used_by_another_customer_is_stored);
 
 /// Case 1: the SQLite database runs out of space (see [`Fill`]). While it is full, ingest
 /// answers 503 with `Retry-After` (never 500, never a 200 for rows that are not committed) and
@@ -307,4 +310,96 @@ async fn sqlite_full_disk_acknowledges_only_committed_events_and_recovers(fill: 
     store.close().await;
     drop(dir);
     drop(mount);
+}
+
+/// `(customer_id, tool_name)` of every stored event with this `event_id`, by customer.
+async fn stored_copies(store: &Store, event_id: &str) -> Vec<(String, String)> {
+    match store {
+        Store::Postgres(pool) => sqlx::query_as(
+            "SELECT customer_id, payload->>'tool_name' FROM events \
+             WHERE event_id = $1::uuid ORDER BY customer_id",
+        )
+        .bind(event_id)
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        Store::Sqlite(pool) => sqlx::query_as(
+            "SELECT customer_id, json_extract(payload, '$.tool_name') FROM events \
+             WHERE event_id = ?1 ORDER BY customer_id",
+        )
+        .bind(event_id)
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    }
+}
+
+/// Case 6: dedupe is scoped to the customer. Globex sends an `event_id` that Acme already
+/// used: Globex's event is stored and `accepted`, Acme's is untouched; each resend is a
+/// `duplicate` of its own customer's event only. The same holds when both send a new shared
+/// id in one group. Before the fix (`events.event_id` unique on its own): Globex was told
+/// `duplicate` and its event was neither stored nor dead-lettered.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test queues requests from tasks while the writer is held"
+)]
+async fn an_event_id_used_by_another_customer_is_stored(backend: Backend) {
+    let opts = Options {
+        limits: brain_server::config::Limits {
+            pg_writers: 1,
+            ..limits(10_000, 10_000)
+        },
+        ..Options::default()
+    };
+    let Some(app) = spawn_app_with(backend, opts).await else {
+        return;
+    };
+    let acme = app.mint("acme").await;
+    let globex = app.mint("globex").await;
+
+    let ours = tool_call("agent_acme", "AcmeTool", true, 1);
+    let id = ours["event_id"].as_str().unwrap().to_owned();
+    let mut theirs = tool_call("agent_globex", "GlobexTool", true, 2);
+    theirs["event_id"] = json!(id);
+    let (_, body) = app.ingest(&acme, &ours).await;
+    assert_eq!(body["results"][0]["status"], "accepted", "{body}");
+    let (status, body) = app.ingest(&globex, &theirs).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["status"], "accepted", "{body}");
+    for (key, ev) in [(&acme, &ours), (&globex, &theirs)] {
+        let (_, body) = app.ingest(key, ev).await;
+        assert_eq!(body["results"][0]["status"], "duplicate", "{body}");
+    }
+    assert_eq!(
+        stored_copies(app.store(), &id).await,
+        [
+            ("acme".to_owned(), "AcmeTool".to_owned()),
+            ("globex".to_owned(), "GlobexTool".to_owned())
+        ]
+    );
+
+    // A new shared id from both customers, in one group (the writer is held meanwhile).
+    let lock = crate::hold_writer(app.store()).await;
+    let shared = uuid::Uuid::new_v4().to_string();
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for (key, agent, tool) in [
+        (&acme, "agent_acme", "AcmeTool"),
+        (&globex, "agent_globex", "GlobexTool"),
+    ] {
+        let mut ev = tool_call(agent, tool, true, 3);
+        ev["event_id"] = json!(shared);
+        let (app, key) = (std::sync::Arc::clone(&app), key.clone());
+        tasks.push(tokio::spawn(async move { app.ingest(&key, &ev).await }));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    lock.release().await;
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"][0]["status"], "accepted", "{body}");
+    }
+    assert_eq!(stored_copies(app.store(), &shared).await.len(), 2);
+    assert_eq!(app.store().count_events().await.unwrap(), 4);
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
 }

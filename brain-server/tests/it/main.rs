@@ -4,7 +4,6 @@
 #![expect(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod binary;
-mod faults;
 mod helpers;
 
 use std::io::Write;
@@ -35,6 +34,9 @@ macro_rules! both {
         }
     )*};
 }
+
+// After `both!`, which its tests use too.
+mod faults;
 
 both!(
     ingest_single_and_batch,

@@ -1,7 +1,8 @@
 //! The ingest write: one group of ingest requests (see [`crate::ingest`]) in ONE transaction
 //! on both backends: claim new agents, refuse agents owned by another customer, insert events
-//! (`ON CONFLICT (event_id) DO NOTHING` makes a resend a duplicate), dead-letter rejected
-//! elements, widen agent spans, apply heartbeat versions, commit.
+//! (`ON CONFLICT (customer_id, event_id) DO NOTHING` makes a resend a duplicate; dedupe is
+//! scoped to the customer, so another customer's event with the same id is stored too),
+//! dead-letter rejected elements, widen agent spans, apply heartbeat versions, commit.
 //!
 //! The algorithm (ownership, dedupe within the group, classification of every element) is
 //! written once here, over the [`GroupWriter`] statements each backend implements in its
@@ -97,6 +98,9 @@ pub(crate) enum Outcome {
     },
 }
 
+/// What identifies a stored event: (customer, `event_id`). Dedupe is scoped to the customer.
+type EventKey = (String, Uuid);
+
 /// An event row to insert (borrowing from the request).
 #[derive(Debug, Clone, Copy)]
 struct EventRow<'a> {
@@ -148,27 +152,27 @@ struct AgentClaim {
 trait GroupWriter {
     /// Upserts the group's agents (a new agent is claimed by its claim's customer; the
     /// claimer's own agents have their span widened) and inserts the `rows` whose agent the
-    /// row's customer owns (of those, the first row of each `event_id`; `rows` are sorted by
-    /// id, stably), skipping stored `event_id`s. Returns the owner of each claimed
-    /// agent it could see (a missing one needs [`Self::agent_owners`]) and the inserted ids.
+    /// row's customer owns (of those, the first row of each (customer, `event_id`); `rows` are
+    /// sorted by that key, stably), skipping stored keys. Returns the owner of each claimed
+    /// agent it could see (a missing one needs [`Self::agent_owners`]) and the inserted keys.
     async fn upsert_agents_insert_events(
         &mut self,
         claims: &[AgentClaim],
         rows: &[EventRow<'_>],
         now: DateTime<Utc>,
-    ) -> Result<(HashMap<String, String>, HashSet<Uuid>), sqlx::Error>;
+    ) -> Result<(HashMap<String, String>, HashSet<EventKey>), sqlx::Error>;
     /// The owner of each of these agents.
     async fn agent_owners(
         &mut self,
         agent_ids: &[String],
     ) -> Result<HashMap<String, String>, sqlx::Error>;
-    /// Inserts events (one row per `event_id`), skipping stored `event_id`s; returns the ids
-    /// actually inserted.
+    /// Inserts events (one row per (customer, `event_id`)), skipping stored keys; returns the
+    /// keys actually inserted.
     async fn insert_events(
         &mut self,
         rows: &[EventRow<'_>],
         now: DateTime<Utc>,
-    ) -> Result<HashSet<Uuid>, sqlx::Error>;
+    ) -> Result<HashSet<EventKey>, sqlx::Error>;
     /// Widens `first_seen_at`/`last_seen_at` of agents to include these spans.
     async fn touch_agents(&mut self, spans: &[AgentClaim]) -> Result<(), sqlx::Error>;
     /// Inserts dead letters.
@@ -187,9 +191,10 @@ trait GroupWriter {
     ) -> Result<(), sqlx::Error>;
 }
 
-/// The first row of each `event_id` in `rows` (sorted by id, stably: the first in group order).
+/// The first row of each (customer, `event_id`) in `rows` (sorted by that key, stably: the
+/// first in group order).
 fn first_per_id(mut rows: Vec<EventRow<'_>>) -> Vec<EventRow<'_>> {
-    rows.dedup_by_key(|r| r.event_id);
+    rows.dedup_by_key(|r| (r.customer_id, r.event_id));
     rows
 }
 
@@ -208,8 +213,9 @@ async fn write_group_in<W: GroupWriter>(
     // 1. Claims: the first request of the group that names an agent claims it for its
     //    customer (an existing owner is never replaced); the span covers that customer's
     //    events of the agent. Candidate rows: every valid event. An id repeated in the group
-    //    is deduped only among the rows whose sender owns the agent (by the backend's insert),
-    //    so that a copy under a forbidden agent cannot shadow the owner's copy.
+    //    by one customer is deduped only among the rows whose sender owns the agent (by the
+    //    backend's insert), so that a copy under a forbidden agent cannot shadow the owner's
+    //    copy; the same id sent by two customers is two events.
     let mut claims: BTreeMap<&str, AgentClaim> = BTreeMap::new();
     let mut rows = Vec::new();
     for job in jobs {
@@ -238,9 +244,10 @@ async fn write_group_in<W: GroupWriter>(
             });
         }
     }
-    // Sorted by event_id, so that concurrent writers lock the unique index in one order. The
-    // sort is stable: rows with one id stay in group order, the first is the one stored.
-    rows.sort_by_key(|r| r.event_id);
+    // Sorted by the key (customer, event_id), so that concurrent writers lock the unique index
+    // in one order. The sort is stable: rows with one key stay in group order, the first is
+    // the one stored.
+    rows.sort_by_key(|r| (r.customer_id, r.event_id));
     let claims: Vec<AgentClaim> = claims.into_values().collect();
 
     // 2. Agents and events, in one statement where the backend allows.
@@ -271,7 +278,7 @@ async fn write_group_in<W: GroupWriter>(
     }
 
     // 3. Classify every element, in request order.
-    let mut first_seen: HashSet<Uuid> = HashSet::new();
+    let mut first_seen: HashSet<(&str, Uuid)> = HashSet::new();
     let mut dead = Vec::new();
     let mut spans: BTreeMap<&str, AgentClaim> = BTreeMap::new();
     let mut heartbeats = Vec::new();
@@ -323,7 +330,10 @@ async fn write_group_in<W: GroupWriter>(
                     // A duplicate still widens its agent's span and applies its heartbeat's
                     // versions: both are idempotent, so this changes nothing when the
                     // original write did it already.
-                    let outcome = if !first_seen.insert(id) || !inserted.contains(&id) {
+                    let key = (job.customer_id.clone(), id);
+                    let outcome = if !first_seen.insert((job.customer_id.as_str(), id))
+                        || !inserted.contains(&key)
+                    {
                         Outcome::Duplicate(id)
                     } else {
                         Outcome::Accepted(id)

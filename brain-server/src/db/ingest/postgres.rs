@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{AgentClaim, CHUNK_ROWS, EventRow, GroupWriter, NewDeadLetter};
+use super::{AgentClaim, CHUNK_ROWS, EventKey, EventRow, GroupWriter, NewDeadLetter};
 
 /// The ingest statements over one Postgres transaction.
 pub(super) struct PgWriter<'a>(pub(super) &'a mut sqlx::PgConnection);
@@ -18,7 +18,7 @@ impl GroupWriter for PgWriter<'_> {
         claims: &[AgentClaim],
         rows: &[EventRow<'_>],
         now: DateTime<Utc>,
-    ) -> Result<(HashMap<String, String>, HashSet<Uuid>), sqlx::Error> {
+    ) -> Result<(HashMap<String, String>, HashSet<EventKey>), sqlx::Error> {
         let agent_ids: Vec<&str> = claims.iter().map(|c| c.agent_id.as_str()).collect();
         let claimers: Vec<&str> = claims.iter().map(|c| c.customer_id.as_str()).collect();
         let firsts: Vec<DateTime<Utc>> = claims.iter().map(|c| c.first).collect();
@@ -34,8 +34,8 @@ impl GroupWriter for PgWriter<'_> {
         // lock on existing rows); widen the span of the claimer's own agents (only when
         // `last_seen_at` advances by more than a second, so concurrent writers rarely wait on
         // a hot agent row: it is exact to within 1 s); insert the events whose agent belongs
-        // to their customer (of an id repeated among those, the first in group order: the
-        // array's order); report every visible owner and every inserted id.
+        // to their customer (of a (customer, id) repeated among those, the first in group
+        // order: the array's order); report every visible owner and every inserted key.
         let out: Vec<(Option<String>, Option<String>, Option<Uuid>)> = sqlx::query_as(
             "WITH s AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
                           AS s(agent_id, customer_id, first, last)), \
@@ -52,16 +52,16 @@ impl GroupWriter for PgWriter<'_> {
                         UNION ALL \
                         SELECT a.agent_id, a.customer_id FROM agents a JOIN s ON a.agent_id = s.agent_id), \
              ev AS (INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) \
-                    SELECT DISTINCT ON (e.id) e.id, e.ts, $5, e.customer_id, e.agent_id, e.run_id, e.event_type, e.payload::jsonb \
+                    SELECT DISTINCT ON (e.customer_id, e.id) e.id, e.ts, $5, e.customer_id, e.agent_id, e.run_id, e.event_type, e.payload::jsonb \
                     FROM UNNEST($6::uuid[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
                       WITH ORDINALITY AS e(id, ts, customer_id, agent_id, run_id, event_type, payload, ord) \
                     WHERE EXISTS (SELECT 1 FROM owners o \
                                   WHERE o.agent_id = e.agent_id AND o.customer_id = e.customer_id) \
-                    ORDER BY e.id, e.ord \
-                    ON CONFLICT (event_id) DO NOTHING RETURNING event_id) \
+                    ORDER BY e.customer_id, e.id, e.ord \
+                    ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id) \
              SELECT agent_id, customer_id, NULL::uuid FROM owners \
              UNION ALL \
-             SELECT NULL, NULL, event_id FROM ev",
+             SELECT NULL, customer_id, event_id FROM ev",
         )
         .bind(agent_ids)
         .bind(claimers)
@@ -84,8 +84,8 @@ impl GroupWriter for PgWriter<'_> {
                 (Some(agent_id), Some(customer_id), _) => {
                     owners.insert(agent_id, customer_id);
                 }
-                (_, _, Some(id)) => {
-                    inserted.insert(id);
+                (None, Some(customer_id), Some(id)) => {
+                    inserted.insert((customer_id, id));
                 }
                 _ => {}
             }
@@ -127,7 +127,7 @@ impl GroupWriter for PgWriter<'_> {
         &mut self,
         rows: &[EventRow<'_>],
         now: DateTime<Utc>,
-    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+    ) -> Result<HashSet<EventKey>, sqlx::Error> {
         let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
         let ts: Vec<DateTime<Utc>> = rows.iter().map(|r| r.ts).collect();
         let customers: Vec<&str> = rows.iter().map(|r| r.customer_id).collect();
@@ -135,12 +135,12 @@ impl GroupWriter for PgWriter<'_> {
         let runs: Vec<Option<&str>> = rows.iter().map(|r| r.run_id).collect();
         let types: Vec<&str> = rows.iter().map(|r| r.event_type).collect();
         let payloads: Vec<&str> = rows.iter().map(|r| r.payload).collect();
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
+        let inserted: Vec<(String, Uuid)> = sqlx::query_as(
             "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) \
              SELECT e.id, e.ts, $3, e.customer_id, e.agent_id, e.run_id, e.event_type, e.payload::jsonb \
              FROM UNNEST($1::uuid[], $2::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
                AS e(id, ts, customer_id, agent_id, run_id, event_type, payload) \
-             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+             ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id",
         )
         .bind(ids)
         .bind(ts)

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{AgentClaim, CHUNK_ROWS, EventRow, GroupWriter, NewDeadLetter};
+use super::{AgentClaim, CHUNK_ROWS, EventKey, EventRow, GroupWriter, NewDeadLetter};
 
 /// The ingest statements over one SQLite transaction.
 pub(super) struct SqliteWriter<'a, 'c>(pub(super) &'a mut Transaction<'c, Sqlite>);
@@ -18,7 +18,7 @@ impl GroupWriter for SqliteWriter<'_, '_> {
         claims: &[AgentClaim],
         rows: &[EventRow<'_>],
         now: DateTime<Utc>,
-    ) -> Result<(HashMap<String, String>, HashSet<Uuid>), sqlx::Error> {
+    ) -> Result<(HashMap<String, String>, HashSet<EventKey>), sqlx::Error> {
         for chunk in claims.chunks(CHUNK_ROWS) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO agents (agent_id, customer_id, first_seen_at, last_seen_at) ",
@@ -92,7 +92,7 @@ impl GroupWriter for SqliteWriter<'_, '_> {
         &mut self,
         rows: &[EventRow<'_>],
         now: DateTime<Utc>,
-    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+    ) -> Result<HashSet<EventKey>, sqlx::Error> {
         let now = now.timestamp_millis();
         let mut inserted = HashSet::with_capacity(rows.len());
         for chunk in rows.chunks(CHUNK_ROWS) {
@@ -109,9 +109,14 @@ impl GroupWriter for SqliteWriter<'_, '_> {
                     .push_bind(r.event_type)
                     .push_bind(r.payload);
             });
-            qb.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
-            let ids: Vec<(String,)> = qb.build_query_as().fetch_all(&mut **self.0).await?;
-            inserted.extend(ids.into_iter().filter_map(|(s,)| Uuid::parse_str(&s).ok()));
+            qb.push(
+                " ON CONFLICT (customer_id, event_id) DO NOTHING RETURNING customer_id, event_id",
+            );
+            let keys: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **self.0).await?;
+            inserted.extend(
+                keys.into_iter()
+                    .filter_map(|(c, id)| Some((c, Uuid::parse_str(&id).ok()?))),
+            );
         }
         Ok(inserted)
     }
