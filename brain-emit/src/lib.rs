@@ -43,7 +43,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, FlushArgs, HOOK_COMMANDS, StatusArgs};
 use crate::config::{Overrides, Settings};
 use crate::flush::{FlushMode, FlushOutcome};
-use crate::spool::{MetaKey, Spool};
+use crate::spool::{HookProblem, Spool};
 
 /// Exit code for a user or configuration error.
 const EXIT_USER: u8 = 1;
@@ -114,10 +114,14 @@ fn run_hook(cli: &Cli) {
         let result = hooks::run(&cli.command, &settings, std::io::stdin().lock());
         (settings, result)
     }));
+    // Every hook but `tool-start` (a record for pairing) would have queued events.
+    let carries_events = !matches!(cli.command, Command::ToolStart);
+    let mut kind = HookProblem::Other;
     let (spool_path, problem) = match outcome {
         Ok((settings, result)) => {
             let mut problems: Vec<String> = settings.warnings.clone();
             if let Err(e) = result {
+                kind = HookProblem::of(&e, carries_events);
                 problems.push(format!("{e:#}"));
             }
             (
@@ -137,16 +141,10 @@ fn run_hook(cli: &Cli) {
     };
     if let Some(problem) = problem {
         output::record_hook_problem(&spool_path, cli.command.name(), &problem);
-        // Best effort: make it visible in `status` too.
+        // Best effort: make it visible in `status` (and a lost event in the heartbeat) too,
+        // even when the spool could not take the write (a full disk).
         let _ = std::panic::catch_unwind(|| {
-            if let Ok(mut spool) = Spool::open(&spool_path) {
-                let line = format!(
-                    "{} {}: {problem}",
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    cli.command.name()
-                );
-                let _ = spool.set_meta(MetaKey::LastHookError, &line);
-            }
+            spool::note_hook_problem(&spool_path, cli.command.name(), &problem, kind);
         });
     }
 }

@@ -154,8 +154,8 @@ pub(crate) fn status(settings: &Settings, stats: &SpoolStats, json: bool) -> std
     writeln!(out, "oldest event:   {}", fmt_age(stats.oldest_age_ms))?;
     writeln!(
         out,
-        "dropped:        {} ({} heartbeats)",
-        stats.dropped, stats.dropped_heartbeats
+        "dropped:        {} ({} heartbeats, {} hooks that could not write to the spool)",
+        stats.dropped, stats.dropped_heartbeats, stats.hooks_lost
     )?;
     writeln!(out, "dead letters:   {}", stats.dead_letters)?;
     writeln!(out, "last success:   {}", fmt_ms(stats.last_success_at_ms))?;

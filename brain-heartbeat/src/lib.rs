@@ -22,6 +22,10 @@ use shared_proto::{Event, Heartbeat, Payload};
 
 use crate::docker::{DockerFacts, DockerSelectors};
 
+/// Heartbeat payload field: hook invocations whose events could not be spooled at all
+/// ([`SpoolStats::hooks_lost`]); already counted in `spool_dropped`.
+pub const SPOOL_HOOKS_LOST: &str = "spool_hooks_lost";
+
 /// Exit code for a configuration error (missing URL or key, refused credentials).
 const EXIT_CONFIG: u8 = 1;
 /// Exit code for an unexpected failure (the spool cannot be used).
@@ -80,9 +84,15 @@ impl Cli {
 ///
 /// Docker-derived fields are `None` when `docker` is `None` (no Docker on the host, or the
 /// engine failed): unknown, never invented.
+///
+/// `spool_dropped` counts every event the spool lost, hook invocations that could not write
+/// to it at all (a full disk) included; those are also sent on their own as
+/// `spool_hooks_lost`, a field the protocol does not name (payloads keep unknown fields).
 pub fn collect(host_load_1m: f64, docker: Option<DockerFacts>, spool: &SpoolStats) -> Heartbeat {
     let docker_known = docker.is_some();
     let docker = docker.unwrap_or_default();
+    let mut extra = serde_json::Map::new();
+    extra.insert(SPOOL_HOOKS_LOST.to_owned(), spool.hooks_lost.into());
     Heartbeat {
         paperclip_uptime_s: docker.paperclip_uptime_s,
         agent_runtime_count: docker_known.then_some(docker.agent_runtime_count),
@@ -94,7 +104,7 @@ pub fn collect(host_load_1m: f64, docker: Option<DockerFacts>, spool: &SpoolStat
         agent_versions: docker.agent_versions,
         spool_depth: Some(spool.depth),
         spool_dropped: Some(spool.dropped),
-        extra: serde_json::Map::new(),
+        extra,
     }
 }
 
@@ -225,6 +235,7 @@ mod tests {
             ..SpoolStats::default()
         };
         let hb = collect(0.5, None, &stats);
+        assert_eq!(hb.extra[SPOOL_HOOKS_LOST], 0);
         assert_eq!(hb.paperclip_uptime_s, None);
         assert_eq!(hb.agent_runtime_count, None);
         assert!(hb.agent_versions.is_empty());
@@ -238,5 +249,28 @@ mod tests {
     fn a_nan_load_is_reported_as_zero_not_rejected() {
         let hb = collect(f64::NAN, None, &SpoolStats::default());
         assert_eq!(hb.host_load_1m, 0.0);
+    }
+
+    #[test]
+    fn hooks_that_could_not_spool_are_reported_and_survive_validation() {
+        let stats = SpoolStats {
+            dropped: 5,
+            hooks_lost: 3,
+            ..SpoolStats::default()
+        };
+        let v = Payload::Heartbeat(collect(0.5, None, &stats)).to_value();
+        assert_eq!(
+            (&v["spool_dropped"], &v[SPOOL_HOOKS_LOST]),
+            (&5.into(), &3.into())
+        );
+        // The server's validation keeps the field (payloads keep unknown fields).
+        let serde_json::Value::Object(obj) = v else {
+            panic!("not an object")
+        };
+        let back = Payload::parse(shared_proto::EventType::Heartbeat, obj).unwrap();
+        let Payload::Heartbeat(hb) = back else {
+            panic!("not a heartbeat")
+        };
+        assert_eq!(hb.extra[SPOOL_HOOKS_LOST], 3);
     }
 }

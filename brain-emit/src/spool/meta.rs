@@ -21,6 +21,8 @@ pub(crate) enum MetaKey {
     NextAttemptAtMs,
     /// The last problem a hook invocation met, one line with its time and subcommand.
     LastHookError,
+    /// When [`MetaKey::LastHookError`] happened, Unix ms.
+    LastHookErrorAtMs,
     /// The agent id a hook fell back to when none was configured.
     AgentIdFallback,
     /// The moved-aside file's name, on a spool that replaced a corrupt one.
@@ -41,6 +43,7 @@ impl MetaKey {
             MetaKey::ConfigError => "config_error",
             MetaKey::NextAttemptAtMs => "next_attempt_at_ms",
             MetaKey::LastHookError => "last_hook_error",
+            MetaKey::LastHookErrorAtMs => "last_hook_error_at_ms",
             MetaKey::AgentIdFallback => "agent_id_fallback",
             MetaKey::RecoveredFrom => "recovered_from",
             MetaKey::RecoveredAtMs => "recovered_at_ms",

@@ -23,7 +23,9 @@
 //!   reader's clock: see `lease` for why the wall clock is not trusted).
 //!
 //! The file itself (pragmas, busy waits, the WAL kept short) is `connection`'s; the DDL
-//! and its version are `schema`'s.
+//! and its version are `schema`'s. Beside the file, `<spool>.losses` (`losses`) counts hook
+//! invocations that could not write to the spool at all (a full disk), since the spool
+//! itself cannot then record them.
 //!
 //! Every write is one short `BEGIN IMMEDIATE` transaction, so hundreds of hook processes can
 //! enqueue at the same moment: they queue on SQLite's lock (with a busy timeout) instead of
@@ -37,6 +39,7 @@
 mod connection;
 mod lease;
 mod ledgers;
+mod losses;
 mod meta;
 mod queue;
 mod recovery;
@@ -50,6 +53,7 @@ use serde::Serialize;
 
 pub use lease::LEASE_TTL_MS;
 pub(crate) use ledgers::StoredLedger;
+pub(crate) use losses::{HookProblem, note_hook_problem};
 pub(crate) use meta::MetaKey;
 pub use queue::DeadLetter;
 pub(crate) use queue::QueuedRow;
@@ -169,10 +173,15 @@ pub struct SpoolStats {
     pub max_bytes: u64,
     /// Age of the oldest waiting event (since it was enqueued), in ms; `None` when empty.
     pub oldest_age_ms: Option<u64>,
-    /// Events dropped for lack of room since the spool was created (all types).
+    /// Events dropped for lack of room since the spool was created (all types), including
+    /// [`SpoolStats::hooks_lost`].
     pub dropped: u64,
     /// Of which `heartbeat` events.
     pub dropped_heartbeats: u64,
+    /// Of which hook invocations whose events could not be spooled at all (disk full,
+    /// read-only spool, …), counted beside the spool; each counts once, though an
+    /// `llm-usage` hook may have carried several events.
+    pub hooks_lost: u64,
     /// Events the server rejected, kept in the local dead-letter table.
     pub dead_letters: u64,
     /// The last delivery error, if any since the last success.
@@ -183,7 +192,8 @@ pub struct SpoolStats {
     pub last_success_at_ms: Option<i64>,
     /// A configuration problem found by a flush (401/403, wrong URL); cleared by a success.
     pub config_error: Option<String>,
-    /// The last problem a hook invocation met (bad stdin, invalid config), if any.
+    /// The last problem a hook invocation met (bad stdin, invalid config, a spool it could
+    /// not write to), if any.
     pub last_hook_error: Option<String>,
     /// Background flushers wait until this time after a failure, Unix ms.
     pub next_attempt_at_ms: Option<i64>,
@@ -245,6 +255,14 @@ impl Spool {
                 source,
             })?;
         }
+        let spool = Spool::open_file(path, options)?;
+        // While there is room: a full disk later must still be able to count lost hooks.
+        losses::ensure(&spool.path);
+        Ok(spool)
+    }
+
+    /// [`Spool::open_with`] without the losses file.
+    fn open_file(path: PathBuf, options: SpoolOptions) -> Result<Spool, SpoolError> {
         match connection::open_waiting(&path) {
             Ok(conn) => Ok(Spool {
                 file_id: connection::file_id(&path),
@@ -288,20 +306,30 @@ impl Spool {
         let text = |k| meta::get(&self.conn, k);
         let int = |k| meta::get_i64(&self.conn, k);
         let to_u = |v: i64| u64::try_from(v).unwrap_or(0);
+        let losses = losses::read(&self.path);
+        // The later of the hook error noted in `meta` and the last loss (which `meta` could
+        // not take when it happened).
+        let noted_at = int(MetaKey::LastHookErrorAtMs)?;
+        let last_hook_error = match losses.last_error {
+            Some(lost) if losses.last_at_ms >= noted_at => Some(lost),
+            _ => text(MetaKey::LastHookError)?,
+        };
         Ok(SpoolStats {
             path: self.path.clone(),
             depth: to_u(counters.rows),
             bytes: to_u(counters.bytes),
             max_bytes: self.options.max_bytes,
             oldest_age_ms: oldest.map(|t| to_u(now - t)),
-            dropped: to_u(counters.dropped_heartbeats + counters.dropped_events),
+            dropped: to_u(counters.dropped_heartbeats + counters.dropped_events)
+                .saturating_add(losses.hooks_lost),
             dropped_heartbeats: to_u(counters.dropped_heartbeats),
+            hooks_lost: losses.hooks_lost,
             dead_letters: to_u(dead_letters),
             last_error: text(MetaKey::LastError)?,
             last_error_at_ms: int(MetaKey::LastErrorAtMs)?,
             last_success_at_ms: int(MetaKey::LastSuccessAtMs)?,
             config_error: text(MetaKey::ConfigError)?,
-            last_hook_error: text(MetaKey::LastHookError)?,
+            last_hook_error,
             next_attempt_at_ms: int(MetaKey::NextAttemptAtMs)?,
             lease_held,
             recovered_from: text(MetaKey::RecoveredFrom)?,

@@ -2,6 +2,8 @@
 //! Brain's, wrong clocks, dead flushers, full disks, damaged spools). Each test names the
 //! case it covers.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use brain_emit::spool::Spool;
@@ -182,4 +184,91 @@ fn a_flusher_killed_while_holding_the_lease_is_taken_over_at_once() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(seen, [5]);
     assert!(sb.rows().is_empty());
+}
+
+/// A tmpfs of a few hundred KiB mounted on a fresh directory and unmounted on drop: a real
+/// file system that fills up (ENOSPC), not a simulation.
+struct TinyDisk {
+    dir: PathBuf,
+}
+
+impl TinyDisk {
+    /// Mounts it under `parent`; `None` (said on stderr as SKIPPED) when this machine does not
+    /// let us mount, except under CI (`CI` set), where that fails the test.
+    fn mount(parent: &Path) -> Option<TinyDisk> {
+        let dir = parent.join("tiny-disk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+            .arg(&dir)
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(TinyDisk { dir }),
+            other => {
+                let why = format!("cannot mount a tmpfs (needs root): {other:?}");
+                assert!(std::env::var_os("CI").is_none(), "{why}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: {why}; the full-disk case is NOT checked"
+                );
+                None
+            }
+        }
+    }
+
+    /// Fills the disk with a file; returns its path (delete it to make room again).
+    fn fill(&self) -> PathBuf {
+        let filler = self.dir.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0x5Au8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Case 12: hooks that cannot spool because the disk is full leave a trace once space is
+/// back: `status` counts them (on their own and in `dropped`, which the heartbeat reports)
+/// and shows the last one's error.
+#[test]
+fn hooks_that_cannot_spool_on_a_full_disk_are_counted() {
+    let mut sb = Sandbox::new();
+    let Some(disk) = TinyDisk::mount(sb.dir.path()) else {
+        return;
+    };
+    sb.spool = disk.dir.join("spool.db");
+    sb.hook(&["error", "--kind", "k", "--message", "before"], b"");
+    assert_eq!(sb.rows().len(), 1);
+    let filler = disk.fill();
+    for i in 0..3 {
+        sb.hook(
+            &["error", "--kind", "k", "--message", &format!("lost {i}")],
+            b"",
+        );
+    }
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(sb.rows().len(), 1, "the disk really was full");
+    let status = sb.status();
+    assert_eq!(status["hooks_lost"], 3, "{status}");
+    assert_eq!(status["dropped"], 3, "{status}");
+    let last = status["last_hook_error"].as_str().unwrap_or_default();
+    // SQLite says "disk I/O error" (growing the WAL index) or "database or disk is full".
+    assert!(
+        last.contains(" error: ") && (last.contains("disk I/O error") || last.contains("full")),
+        "the last loss is the last hook error: {status}"
+    );
+    // Writable again: hooks spool as before, and the count stays.
+    sb.hook(&["error", "--kind", "k", "--message", "after"], b"");
+    assert_eq!(sb.rows().len(), 2);
+    assert_eq!(sb.status()["hooks_lost"], 3);
+    drop(disk);
 }
