@@ -30,7 +30,8 @@ macro_rules! both_fills {
 }
 
 use crate::helpers::{
-    Backend, Options, TestApp, assert_error, limits, spawn_app_on, spawn_app_with, tool_call,
+    Backend, Options, TestApp, assert_error, limits, spawn_app, spawn_app_on, spawn_app_with,
+    tool_call,
 };
 
 /// Mints a key for `customer_id` straight through `store`; returns the plaintext.
@@ -141,7 +142,10 @@ fn fill_filesystem(path: &std::path::Path) {
 }
 
 both_fills!(sqlite_full_disk_acknowledges_only_committed_events_and_recovers);
-both!(an_event_id_used_by_another_customer_is_stored);
+both!(
+    an_event_id_used_by_another_customer_is_stored,
+    nul_characters_are_refused_or_stored_escaped,
+);
 
 /// Case 1: the SQLite database runs out of space (see [`Fill`]). While it is full, ingest
 /// answers 503 with `Retry-After` (never 500, never a 200 for rows that are not committed) and
@@ -402,4 +406,61 @@ async fn an_event_id_used_by_another_customer_is_stored(backend: Backend) {
     assert_eq!(stored_copies(app.store(), &shared).await.len(), 2);
     assert_eq!(app.store().count_events().await.unwrap(), 4);
     std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
+/// Case 4: NUL (U+0000), which Postgres cannot store in text. Rejected elements whose
+/// `event_id`, `ts` or `event_type` holds a NUL are dead-lettered (the NUL kept escaped) next
+/// to a valid event, and a resend changes nothing; a dashboard read with `%00` in its query is
+/// a 400. Before the fix, on Postgres: 500 for the batch and for every resend (a poison batch),
+/// and 500 for the read.
+async fn nul_characters_are_refused_or_stored_escaped(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let valid = tool_call("agent_a", "Bash", true, 1);
+    let mut bad_id = tool_call("agent_a", "Bash", true, 2);
+    bad_id["event_id"] = json!("0000\u{0}0000");
+    let mut bad_ts = tool_call("agent_a", "Bash", true, 3);
+    bad_ts["ts"] = json!("2026-12-01T00:00:00\u{0}Z");
+    let mut bad_type = tool_call("agent_a", "Bash", true, 4);
+    bad_type["event_type"] = json!("tool\u{0}call");
+    let body = json!([valid, bad_id, bad_ts, bad_type]);
+    for (attempt, accepted) in [(1, 1), (2, 0)] {
+        let (status, answer) = app.ingest(&key, &body).await;
+        assert_eq!(status, StatusCode::OK, "send {attempt}: {answer}");
+        assert_eq!(answer["accepted"], accepted, "send {attempt}: {answer}");
+        assert_eq!(answer["rejected"], 3, "send {attempt}: {answer}");
+        assert_eq!(
+            answer["results"][1]["event_id"], "0000\u{0}0000",
+            "{answer}"
+        );
+    }
+    let dead = app.store().dead_letters("acme", 10).await.unwrap();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for d in &dead {
+        assert!(
+            !d.event_id.as_deref().unwrap_or_default().contains('\0') && !d.message.contains('\0'),
+            "{d:?}"
+        );
+        // The raw element is kept as sent (JSON escapes the NUL).
+        let raw: Value = serde_json::from_str(&d.raw).unwrap();
+        assert!(body.as_array().unwrap().contains(&raw), "{raw}");
+    }
+    assert!(
+        dead.iter()
+            .any(|d| d.event_id.as_deref() == Some("0000\\u00000000")),
+        "{dead:?}"
+    );
+    assert_eq!(app.store().count_events().await.unwrap(), 1);
+
+    for path in [
+        "/v1/dashboard/agents?customer_id=acme%00x",
+        "/v1/dashboard/tools?window=24h&customer_id=acme%00x",
+    ] {
+        let (status, answer) = app.admin_get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_error(&answer, "invalid_query");
+    }
+    app.stop().await;
 }

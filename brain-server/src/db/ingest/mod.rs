@@ -139,6 +139,14 @@ impl NewDeadLetter<'_> {
     }
 }
 
+/// `text` with each U+0000 written as the JSON escape `\u0000` (six characters). Postgres
+/// cannot store a NUL in `TEXT`, and a rejected element's `event_id` (or the message quoting
+/// its bad `ts` or `event_type`) may hold one; both backends store the same text. The
+/// element's raw JSON needs no escaping: JSON text cannot hold a bare NUL.
+fn escape_nul(text: &str) -> String {
+    text.replace('\0', "\\u0000")
+}
+
 /// An agent first seen in this group: who claims it and the span of its events.
 #[derive(Debug)]
 struct AgentClaim {
@@ -295,10 +303,10 @@ async fn write_group_in<W: GroupWriter>(
                 } => {
                     dead.push(NewDeadLetter {
                         customer_id: &job.customer_id,
-                        event_id: event_id.clone(),
+                        event_id: event_id.as_deref().map(escape_nul),
                         raw: job.raw(raw),
                         reason: code,
-                        message: message.clone(),
+                        message: escape_nul(message),
                     });
                     job_outcomes.push(Outcome::Rejected {
                         event_id: event_id.clone(),
