@@ -17,5 +17,6 @@ mod cloud_init;
 mod flush;
 mod helpers;
 mod hook_protocol;
+mod isolate;
 mod provisioning;
 mod sessions;

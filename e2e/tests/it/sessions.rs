@@ -244,15 +244,16 @@ pub(crate) fn replay_session(fire: &dyn Fn(&Value), live_root: &Path, session: &
 
 /// Per-model usage of one session from the golden ccusage output.
 #[derive(Debug, Default, Clone, PartialEq)]
-struct Usage {
-    input: u64,
-    output: u64,
-    cache_read: u64,
-    cache_write: u64,
-    cost_cents: f64,
+pub(crate) struct Usage {
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
+    pub(crate) cost_cents: f64,
 }
 
-fn golden() -> BTreeMap<String, BTreeMap<String, Usage>> {
+/// ccusage's per-model usage of each fixture session, by session name.
+pub(crate) fn golden() -> BTreeMap<String, BTreeMap<String, Usage>> {
     let path = Path::new(FIXTURES).join("golden/ccusage-20.0.24-session-offline.json");
     let v: Value =
         serde_json::from_slice(&fs::read(path).expect("read golden")).expect("golden JSON");
