@@ -10,15 +10,15 @@ use std::ops::Range;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use shared_proto::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
 
 use crate::error::ApiError;
 
-/// Checks the headers and reads the body as text: gunzipped when `Content-Encoding: gzip`,
-/// at most [`MAX_BODY_BYTES`] either way.
+/// Checks the headers and reads the body as text: gunzipped (every member) when
+/// `Content-Encoding: gzip`, at most [`MAX_BODY_BYTES`] either way.
 ///
 /// # Errors
 /// 415 for another content type or encoding, 413 when too large, 400 `invalid_gzip`,
@@ -137,11 +137,13 @@ async fn read_limited(body: Body) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-/// Decompresses a gzip body, refusing more than [`MAX_BODY_BYTES`] of output.
+/// Decompresses a gzip body: every member (RFC 1952 allows several one after the other, and a
+/// streaming compressor writes one per flush), refusing more than [`MAX_BODY_BYTES`] of output
+/// for all of them together. Bytes after a member that are not another member are an error.
 fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, ApiError> {
     let limit = u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX) + 1;
     let mut out = Vec::new();
-    GzDecoder::new(compressed)
+    MultiGzDecoder::new(compressed)
         .take(limit)
         .read_to_end(&mut out)
         .map_err(|e| {

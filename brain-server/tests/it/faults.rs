@@ -464,3 +464,65 @@ async fn nul_characters_are_refused_or_stored_escaped(backend: Backend) {
     }
     app.stop().await;
 }
+
+/// `bytes` as one gzip member.
+fn gzip_member(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Case 7: a gzip body of several members (RFC 1952 allows it; streaming compressors write
+/// one per flush) is read whole, and the 1 MiB cap applies to all members together. Before
+/// the fix only the first member was read: the body split across two members was a 400
+/// `malformed_json`, and a second member's events were silently ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_gzip_member_is_read_under_one_cap() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let (one, two) = (
+        tool_call("agent_a", "Bash", true, 1),
+        tool_call("agent_a", "Bash", true, 2),
+    );
+    let post = |body: Vec<u8>| app.post_raw(Some(&key), "application/json", Some("gzip"), body);
+
+    // One array split across two members.
+    let mut body = gzip_member(format!("[{one},").as_bytes());
+    body.extend(gzip_member(format!("{two}]").as_bytes()));
+    let resp = post(body).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["accepted"], 2, "{answer}");
+
+    // A complete array in the first member, whitespace in the second: one body.
+    let three = tool_call("agent_a", "Bash", true, 3);
+    let mut body = gzip_member(json!([three]).to_string().as_bytes());
+    body.extend(gzip_member(b"  \n"));
+    let resp = post(body).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], 1);
+
+    // Two members of 600 KiB each: over the cap together, though each is under it.
+    let half = " ".repeat(600 * 1024);
+    let mut body = gzip_member(format!("[{half}").as_bytes());
+    body.extend(gzip_member(format!("{half}]").as_bytes()));
+    let resp = post(body).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&resp.json().await.unwrap(), "body_too_large");
+
+    // A member followed by bytes that are not gzip: refused, not half read.
+    let mut body = gzip_member(
+        json!([tool_call("agent_a", "Bash", true, 4)])
+            .to_string()
+            .as_bytes(),
+    );
+    body.extend(b"trailing garbage");
+    let resp = post(body).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_error(&resp.json().await.unwrap(), "invalid_gzip");
+    assert_eq!(app.store().count_events().await.unwrap(), 3);
+    app.stop().await;
+}
