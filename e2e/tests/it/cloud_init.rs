@@ -3,6 +3,8 @@
 //! on `PATH` (`fake/aws`, answering from directories the test fills) and a real `brain-server`.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,7 +25,7 @@ fn dropin() -> PathBuf {
 }
 
 /// A box to provision: an empty root, a fake Parameter Store and S3 bucket, a `PATH` with
-/// the fake `aws` first, and the release tarball in the bucket.
+/// the fake `aws` first, and the release unpacked in `dist/`.
 struct TestBox {
     dir: TempDir,
 }
@@ -66,16 +68,20 @@ impl TestBox {
             .expect("copy unit");
         }
         fs::copy(dropin(), b.path("dist/claude-code/50-m8trx-brain.json")).expect("drop-in");
+        b
+    }
+
+    /// Puts the release (`dist/` as a tarball) in the fake bucket, at [`RELEASE`].
+    fn publish_release(&self) {
         let tar = Command::new("tar")
             .arg("-czf")
-            .arg(b.path("s3/m8trx-releases/m8trx-brain-test-x86_64-linux.tar.gz"))
+            .arg(self.path("s3/m8trx-releases/m8trx-brain-test-x86_64-linux.tar.gz"))
             .arg("-C")
-            .arg(b.path("dist"))
+            .arg(self.path("dist"))
             .args(["bin", "systemd", "claude-code"])
             .output()
             .expect("run tar");
         assert_ok("tar", &tar);
-        b
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -96,6 +102,12 @@ impl TestBox {
 
     /// Runs the provisioning script with `args` (after `--root`), the fake aws first on PATH.
     fn provision(&self, args: &[&str]) -> Output {
+        // Port 9 (discard) is closed: the metadata service cannot answer.
+        self.provision_with_imds(args, "http://127.0.0.1:9")
+    }
+
+    /// As [`TestBox::provision`], with the instance metadata service at `imds`.
+    fn provision_with_imds(&self, args: &[&str], imds: &str) -> Output {
         let path = format!(
             "{}:{}",
             self.path("bin").display(),
@@ -114,8 +126,7 @@ impl TestBox {
             .env("FAKE_AWS_LOG", self.path("aws.log"))
             .env_remove("AWS_REGION")
             .env_remove("AWS_DEFAULT_REGION")
-            // The metadata service must not be asked: a region always comes from the test.
-            .env("BRAIN_IMDS_ENDPOINT", "http://127.0.0.1:9")
+            .env("BRAIN_IMDS_ENDPOINT", imds)
             .output()
             .expect("run the provisioning script")
     }
@@ -189,6 +200,7 @@ fn provisioning_script_installs_a_working_box() {
     let key = server.mint_key("acme");
     server.start();
     let b = TestBox::new();
+    b.publish_release();
     b.put_parameter(URL_PARAMETER, "String", &server.url());
     b.put_parameter("/m8trx/acme/brain_api_key", "SecureString", &key);
 
@@ -380,4 +392,97 @@ fn provisioning_script_refuses_a_bad_setup() {
             "{args:?} wrote the env file"
         );
     }
+}
+
+/// A stand-in for the EC2 instance metadata service, IMDSv2 only: `PUT /latest/api/token`
+/// with a TTL header gives a token; `GET /latest/meta-data/placement/region` with that token
+/// gives `region`; anything else is 401, as IMDSv2 answers a request without a token. Serves
+/// `requests` requests on its own thread; the URL and the requests' first lines.
+fn fake_imds(
+    region: &'static str,
+    requests: usize,
+) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake IMDS");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).expect("read request") == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push(line.trim_end().to_owned());
+            }
+            let has = |h: &str| head.iter().any(|l| l.to_ascii_lowercase().starts_with(h));
+            let body = match head.first().map(String::as_str) {
+                Some("PUT /latest/api/token HTTP/1.1")
+                    if has("x-aws-ec2-metadata-token-ttl-seconds:") =>
+                {
+                    Some("AQAEAtoken")
+                }
+                Some("GET /latest/meta-data/placement/region HTTP/1.1")
+                    if has("x-aws-ec2-metadata-token: aqaeatoken") =>
+                {
+                    Some(region)
+                }
+                _ => None,
+            };
+            let response = match body {
+                Some(b) => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                    b.len()
+                ),
+                None => {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_owned()
+                }
+            };
+            stream.write_all(response.as_bytes()).expect("answer");
+            seen.push(head.first().cloned().unwrap_or_default());
+        }
+        seen
+    });
+    (url, handle)
+}
+
+/// Without `--region` or `AWS_REGION`, the region comes from the instance metadata service
+/// (IMDSv2: token, then region) and every aws call uses it.
+#[test]
+fn provisioning_script_takes_the_region_from_imdsv2() {
+    if !tool_available("curl", "the region lookup") || !tool_available("systemctl", "the timer") {
+        return;
+    }
+    let b = TestBox::new();
+    b.put_parameter(URL_PARAMETER, "String", "http://brain.tailnet:8080");
+    b.put_parameter(
+        "/m8trx/acme/brain_api_key",
+        "SecureString",
+        "m8brain_prod_ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",
+    );
+    let (imds, served) = fake_imds("eu-central-1", 2);
+    let dist = b.path("dist").display().to_string();
+    let out = b.provision_with_imds(&["--customer", "acme", "--dist", &dist], &imds);
+    // Had the script stopped asking early, the fake would wait for requests forever: give it
+    // empty ones (refused once it has stopped listening).
+    for _ in 0..2 {
+        let _ = std::net::TcpStream::connect(imds.trim_start_matches("http://"));
+    }
+    assert_ok("provisioning", &out);
+    assert_eq!(
+        served.join().expect("the fake IMDS"),
+        [
+            "PUT /latest/api/token HTTP/1.1",
+            "GET /latest/meta-data/placement/region HTTP/1.1"
+        ]
+    );
+    let calls = b.aws_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls.iter().all(|c| c.contains("--region eu-central-1")),
+        "{calls:?}"
+    );
 }
