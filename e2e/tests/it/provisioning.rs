@@ -1,5 +1,6 @@
-//! The provisioning artifacts checked by the tools their ecosystems use: the systemd units
-//! (`systemd/check.sh`: `systemd-analyze verify` and `security`).
+//! The systemd units, checked by the tool their ecosystem uses (`systemd/check.sh`:
+//! `systemd-analyze verify` and `security`) and against the paths brain-emit uses; and the
+//! helpers the other provisioning tests share (`cloud_init`, `isolate`).
 //!
 //! A tool that is not installed makes its test say `SKIPPED` on stderr and pass, unless
 //! `BRAIN_REQUIRE_TOOLS=1` (CI), where the test fails instead.
@@ -85,4 +86,38 @@ fn systemd_units_pass_verify_and_security() {
         2,
         "both services scored:\n{stdout}"
     );
+}
+
+/// The unit files and the provisioning script name the paths brain-emit itself uses: its
+/// default env file, and its system spool, which the heartbeat's `StateDirectory=` creates and
+/// keeps writable.
+#[test]
+fn units_and_provisioning_use_brain_emits_paths() {
+    use brain_emit::config::{DEFAULT_ENV_FILE, SYSTEM_SPOOL_DIR};
+    let read = |rel: &str| std::fs::read_to_string(repo_root().join(rel)).expect(rel);
+    let unit = read("systemd/m8trx-brain-heartbeat.service");
+    let state_dir = SYSTEM_SPOOL_DIR
+        .strip_prefix("/var/lib/")
+        .expect("the system spool is under /var/lib, where StateDirectory= creates it");
+    for line in [
+        format!("EnvironmentFile={DEFAULT_ENV_FILE}"),
+        format!("StateDirectory={state_dir}"),
+        format!("Environment=BRAIN_SPOOL={SYSTEM_SPOOL_DIR}/spool.db"),
+        "ExecStart=/usr/local/bin/brain-heartbeat".to_owned(),
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "m8trx-brain-heartbeat.service lacks {line:?}"
+        );
+    }
+    let script = read("cloud-init/m8trx-brain-provision.sh");
+    for fragment in [
+        format!("env_file=$root{DEFAULT_ENV_FILE}"),
+        format!("\"$root{SYSTEM_SPOOL_DIR}\""),
+    ] {
+        assert!(
+            script.contains(&fragment),
+            "m8trx-brain-provision.sh lacks {fragment:?}"
+        );
+    }
 }
