@@ -20,3 +20,18 @@ pub const MAX_NAME_CHARS: usize = 256;
 
 /// How far into the future an event's `ts` may lie before it is rejected, in hours.
 pub const MAX_FUTURE_SKEW_HOURS: i64 = 24;
+
+/// Largest value of a payload counter (token counts, turns, durations in ms, byte sizes,
+/// uptime, spool depth, …): 10^11. Far above any real figure (10^11 ms is over 3 years), and
+/// low enough that a sum over 10 M events (the scale of SPEC §10) fits a signed 64-bit
+/// integer, so no store or rollup can overflow. A larger value is rejected (`out_of_range`),
+/// never clamped.
+pub const MAX_COUNT: u64 = 100_000_000_000;
+
+/// Largest `cost_cents` of one `llm_usage` report, in US cents: 10^8 (one million dollars).
+/// Sums over any number of events stay finite and exact to far below a cent. A larger value is
+/// rejected (`out_of_range`), never clamped.
+pub const MAX_COST_CENTS: u64 = 100_000_000;
+
+/// Largest `host_load_1m` of a heartbeat: 10^6. A larger value is rejected (`out_of_range`).
+pub const MAX_LOAD_AVERAGE: u64 = 1_000_000;

@@ -1,7 +1,9 @@
 //! The six payloads of v0.1 and their validation rules (SPEC §2).
 //!
-//! Counters are non-negative integers (at most `i64::MAX`, so every store can hold them),
-//! durations are milliseconds, money is US cents. Unknown payload fields are kept in each
+//! Counters are non-negative integers of at most [`MAX_COUNT`], durations are milliseconds,
+//! money is US cents of at most [`MAX_COST_CENTS`] per report: bounds far above any real
+//! figure that keep every sum finite and inside a 64-bit integer. A value beyond its bound is
+//! rejected (`out_of_range`), never clamped. Unknown payload fields are kept in each
 //! struct's `extra` map and written back out, so a newer emitter's fields survive.
 
 use std::collections::BTreeMap;
@@ -10,7 +12,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::event::EventType;
-use crate::limits::{MAX_ERROR_MESSAGE_CHARS, MAX_NAME_CHARS};
+use crate::limits::{
+    MAX_COST_CENTS, MAX_COUNT, MAX_ERROR_MESSAGE_CHARS, MAX_LOAD_AVERAGE, MAX_NAME_CHARS,
+};
 
 /// Why a payload is not acceptable. [`PayloadError::code`] gives the wire error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +33,15 @@ pub enum PayloadError {
     /// A counter, duration or amount is negative.
     #[error("field `{0}` must not be negative")]
     Negative(&'static str),
+    /// A counter or amount is above its upper bound ([`MAX_COUNT`], [`MAX_COST_CENTS`],
+    /// [`MAX_LOAD_AVERAGE`]).
+    #[error("field `{field}` must be at most {max}")]
+    OutOfRange {
+        /// The field's name.
+        field: &'static str,
+        /// The bound (inclusive).
+        max: u64,
+    },
     /// A text field is longer than allowed.
     #[error("field `{field}` is longer than {max} characters")]
     TooLong {
@@ -54,6 +67,7 @@ impl PayloadError {
             PayloadError::Missing(_) => "missing_field",
             PayloadError::WrongType { .. } => "wrong_type",
             PayloadError::Negative(_) => "negative_value",
+            PayloadError::OutOfRange { .. } => "out_of_range",
             PayloadError::TooLong { .. } => "too_long",
             PayloadError::Invalid { .. } => "invalid_value",
         }
@@ -110,16 +124,24 @@ impl Fields {
         let Value::Number(n) = v else {
             return Err(wrong);
         };
+        let too_large = PayloadError::OutOfRange {
+            field,
+            max: MAX_COUNT,
+        };
         if let Some(i) = n.as_i64() {
-            return u64::try_from(i)
-                .map(Some)
-                .map_err(|_| PayloadError::Negative(field));
+            let count = u64::try_from(i).map_err(|_| PayloadError::Negative(field))?;
+            return if count > MAX_COUNT {
+                Err(too_large)
+            } else {
+                Ok(Some(count))
+            };
         }
-        // Above i64::MAX, or not an integer: neither fits a counter.
-        if n.as_f64().is_some_and(|f| f < 0.0) {
-            return Err(PayloadError::Negative(field));
+        // Above i64::MAX (an integer beyond the bound, or a float as large), or not an integer.
+        match n.as_f64() {
+            Some(f) if f < 0.0 => Err(PayloadError::Negative(field)),
+            Some(f) if f > MAX_COUNT as f64 => Err(too_large),
+            _ => Err(wrong),
         }
-        Err(wrong)
     }
 
     fn count(&mut self, field: &'static str) -> Result<u64, PayloadError> {
@@ -140,11 +162,13 @@ impl Fields {
         }
     }
 
-    fn amount(&mut self, field: &'static str) -> Result<f64, PayloadError> {
+    /// A finite, non-negative number of at most `max`.
+    fn amount(&mut self, field: &'static str, max: u64) -> Result<f64, PayloadError> {
         match self.take(field) {
             None => Err(PayloadError::Missing(field)),
             Some(Value::Number(n)) => match n.as_f64() {
                 Some(f) if f < 0.0 => Err(PayloadError::Negative(field)),
+                Some(f) if f > max as f64 => Err(PayloadError::OutOfRange { field, max }),
                 Some(f) if f.is_finite() => Ok(f),
                 _ => Err(PayloadError::WrongType {
                     field,
@@ -337,7 +361,8 @@ pub struct LlmUsage {
     /// Tokens written to the prompt cache (5-minute and 1-hour writes together).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_write_tokens: Option<u64>,
-    /// Cost in US cents; may be fractional; 0 for a model without a known price.
+    /// Cost in US cents; may be fractional; 0 for a model without a known price; at most
+    /// [`MAX_COST_CENTS`].
     pub cost_cents: f64,
     /// API responses (assistant turns) counted in this report.
     pub total_turns: u64,
@@ -440,7 +465,7 @@ impl Payload {
                 output_tokens: f.count("output_tokens")?,
                 cache_read_tokens: f.opt_count("cache_read_tokens")?,
                 cache_write_tokens: f.opt_count("cache_write_tokens")?,
-                cost_cents: f.amount("cost_cents")?,
+                cost_cents: f.amount("cost_cents", MAX_COST_CENTS)?,
                 total_turns: f.count("total_turns")?,
                 extra: f.rest(),
             }),
@@ -468,7 +493,7 @@ impl Payload {
             EventType::Heartbeat => Payload::Heartbeat(Heartbeat {
                 paperclip_uptime_s: f.opt_count("paperclip_uptime_s")?,
                 agent_runtime_count: f.opt_count("agent_runtime_count")?,
-                host_load_1m: f.amount("host_load_1m")?,
+                host_load_1m: f.amount("host_load_1m", MAX_LOAD_AVERAGE)?,
                 agent_versions: f.string_map("agent_versions")?,
                 spool_depth: f.opt_count("spool_depth")?,
                 spool_dropped: f.opt_count("spool_dropped")?,

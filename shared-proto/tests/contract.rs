@@ -9,6 +9,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use shared_proto::limits::{MAX_COST_CENTS, MAX_COUNT, MAX_LOAD_AVERAGE};
 use shared_proto::{
     AgentId, ApiKey, BatchResponse, Event, EventResult, EventStatus, EventType, KeyEnv, Payload,
     limits,
@@ -205,6 +206,41 @@ fn payload_violations_have_named_codes() {
             "wrong_type",
         ),
         ("heartbeat", json!({"host_load_1m": "high"}), "wrong_type"),
+        // Upper bounds: rejected, never clamped.
+        (
+            "llm_usage",
+            json!({"model": "m", "input_tokens": 1, "output_tokens": 1,
+            "cost_cents": 1e308, "total_turns": 1}),
+            "out_of_range",
+        ),
+        (
+            "llm_usage",
+            json!({"model": "m", "input_tokens": 1, "output_tokens": 1,
+            "cost_cents": 100_000_000.01, "total_turns": 1}),
+            "out_of_range",
+        ),
+        (
+            "llm_usage",
+            json!({"model": "m", "input_tokens": MAX_COUNT + 1, "output_tokens": 1,
+            "cost_cents": 1.0, "total_turns": 1}),
+            "out_of_range",
+        ),
+        (
+            "llm_usage",
+            json!({"model": "m", "input_tokens": 1, "output_tokens": u64::MAX,
+            "cost_cents": 1.0, "total_turns": 1}),
+            "out_of_range",
+        ),
+        (
+            "tool_call",
+            json!({"tool_name": "Bash", "ok": true, "duration_ms": 1e300}),
+            "out_of_range",
+        ),
+        (
+            "heartbeat",
+            json!({"host_load_1m": 1e7, "agent_versions": {}}),
+            "out_of_range",
+        ),
     ];
     for (t, payload, code) in cases {
         assert_eq!(
@@ -213,6 +249,17 @@ fn payload_violations_have_named_codes() {
             "{t} {payload}"
         );
     }
+}
+
+#[test]
+fn the_bounds_themselves_are_accepted() {
+    let usage = json!({"model": "m", "input_tokens": MAX_COUNT, "output_tokens": MAX_COUNT,
+        "cache_read_tokens": MAX_COUNT, "cost_cents": MAX_COST_CENTS as f64,
+        "total_turns": MAX_COUNT});
+    assert!(Event::parse_at(envelope("llm_usage", usage), now()).is_ok());
+    let beat = json!({"host_load_1m": MAX_LOAD_AVERAGE as f64, "agent_versions": {},
+        "spool_depth": MAX_COUNT});
+    assert!(Event::parse_at(envelope("heartbeat", beat), now()).is_ok());
 }
 
 #[test]
@@ -286,7 +333,7 @@ fn id_strategy() -> impl Strategy<Value = String> {
 }
 
 fn payload_strategy() -> impl Strategy<Value = (EventType, Value)> {
-    let count = 0u64..=(i64::MAX as u64);
+    let count = 0u64..=MAX_COUNT;
     let text = "[a-zA-Z0-9 _.-]{1,40}";
     prop_oneof![
         (text, proptest::option::of(text)).prop_map(|(r, k)| (
@@ -316,7 +363,7 @@ fn payload_strategy() -> impl Strategy<Value = (EventType, Value)> {
             text,
             count.clone(),
             count.clone(),
-            0.0f64..1e9,
+            0.0f64..=(MAX_COST_CENTS as f64),
             count.clone()
         )
             .prop_map(|(m, i, o, c, t)| (
@@ -371,6 +418,20 @@ proptest! {
         let mut payload = valid_payload(EventType::ToolCall);
         payload[field] = json!(n);
         prop_assert_eq!(code_of(envelope("tool_call", payload)), "negative_value");
+    }
+
+    #[test]
+    fn counters_and_money_above_their_bounds_are_always_rejected(
+        over in 1u64..=(u64::MAX - MAX_COUNT),
+        cents in (MAX_COST_CENTS as f64)..=f64::MAX,
+    ) {
+        let mut payload = valid_payload(EventType::LlmUsage);
+        payload["output_tokens"] = json!(MAX_COUNT + over);
+        prop_assert_eq!(code_of(envelope("llm_usage", payload)), "out_of_range");
+        let mut payload = valid_payload(EventType::LlmUsage);
+        payload["cost_cents"] = json!(cents);
+        prop_assume!(cents > MAX_COST_CENTS as f64);
+        prop_assert_eq!(code_of(envelope("llm_usage", payload)), "out_of_range");
     }
 
     #[test]

@@ -81,7 +81,9 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Money is summed as floating point: round to 1/10000 cent so sums read cleanly.
+/// Money is summed as floating point: round to 1/10000 cent so sums read cleanly. Always finite:
+/// the sums count only costs within `shared_proto::limits::MAX_COST_CENTS` (`db/dashboard`),
+/// so no read serializes a non-finite number (which JSON would show as `null`).
 fn cents(c: f64) -> f64 {
     (c * 10_000.0).round() / 10_000.0
 }

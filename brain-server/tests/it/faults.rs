@@ -145,6 +145,7 @@ both_fills!(sqlite_full_disk_acknowledges_only_committed_events_and_recovers);
 both!(
     an_event_id_used_by_another_customer_is_stored,
     nul_characters_are_refused_or_stored_escaped,
+    absurd_costs_are_rejected_and_reads_stay_finite,
 );
 
 /// Case 1: the SQLite database runs out of space (see [`Fill`]). While it is full, ingest
@@ -524,5 +525,84 @@ async fn every_gzip_member_is_read_under_one_cap() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_error(&resp.json().await.unwrap(), "invalid_gzip");
     assert_eq!(app.store().count_events().await.unwrap(), 3);
+    app.stop().await;
+}
+
+/// Inserts an `llm_usage` event of `acme`/`agent_a` costing `cost_cents` straight into
+/// `events`, as a server without the bound stored it.
+async fn insert_legacy_usage(store: &Store, cost_cents: &str) {
+    let payload = format!(
+        r#"{{"model":"m","input_tokens":1,"output_tokens":1,"cost_cents":{cost_cents},"total_turns":1}}"#
+    );
+    let id = uuid::Uuid::new_v4();
+    let now = chrono::Utc::now();
+    match store {
+        Store::Postgres(pool) => sqlx::query(
+            "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, event_type, payload) \
+             VALUES ($1, $2, $2, 'acme', 'agent_a', 'llm_usage', $3::jsonb)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .map(drop)
+        .unwrap(),
+        Store::Sqlite(pool) => sqlx::query(
+            "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, event_type, payload) \
+             VALUES (?1, ?2, ?2, 'acme', 'agent_a', 'llm_usage', ?3)",
+        )
+        .bind(id.to_string())
+        .bind(now.timestamp_millis())
+        .bind(payload)
+        .execute(pool)
+        .await
+        .map(drop)
+        .unwrap(),
+    }
+}
+
+/// Case 8: `cost_cents: 1e308` is rejected (`out_of_range`, dead-lettered), and no dashboard
+/// read serializes a non-finite number: rows stored before the bound existed (two costs of
+/// 1e308, whose sum overflows) are left out of the cost figures, which stay numbers. Before
+/// the fix: the event was accepted, and every cost figure of the customer read `null` (SQLite)
+/// or the reads failed with a 500 (Postgres: float overflow in SUM).
+async fn absurd_costs_are_rejected_and_reads_stay_finite(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let usage = |cost: Value| {
+        crate::helpers::event(
+            "llm_usage",
+            "agent_a",
+            None,
+            json!({"model": "m", "input_tokens": 1, "output_tokens": 1,
+                   "cost_cents": cost, "total_turns": 1}),
+        )
+    };
+    let (status, answer) = app.ingest(&key, &usage(json!(1e308))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(
+        answer["results"][0]["error"]["code"], "out_of_range",
+        "{answer}"
+    );
+    let (status, answer) = app.ingest(&key, &usage(json!(12.5))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(app.store().dead_letters("acme", 10).await.unwrap().len(), 1);
+
+    insert_legacy_usage(app.store(), "1e308").await;
+    insert_legacy_usage(app.store(), "1e308").await;
+    for (path, list) in [
+        ("/v1/dashboard/overview", "customers"),
+        ("/v1/dashboard/customers", "customers"),
+        ("/v1/dashboard/agents?customer_id=acme", "agents"),
+    ] {
+        let (status, answer) = app.admin_get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+        let rows = answer[list].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{path}: {answer}");
+        assert_eq!(rows[0]["cost_cents"], json!(12.5), "{path}: {answer}");
+    }
     app.stop().await;
 }

@@ -7,10 +7,23 @@ use super::{
     AgentDbRow, AgentSummary, CustomerDbRow, CustomerRow, HealthRow, OverviewDbRow, OverviewRow,
     ToolCallRow,
 };
+use shared_proto::limits::MAX_COST_CENTS;
+
 use crate::db::{DbError, from_ms};
 
 /// `errors` = `error` events plus failed tool calls (`ok` is false).
 const ERRORS: &str = "e.event_type = 'error' OR (e.event_type = 'tool_call' AND json_extract(e.payload, '$.ok') = 0)";
+
+/// The summed cost of the `llm_usage` events in cents, counting only costs within the
+/// contract's bound ([`MAX_COST_CENTS`]): rows stored before the bound existed can hold more,
+/// and their sum can overflow to a non-finite number that no read may serialize.
+fn cost_sum() -> String {
+    format!(
+        "CAST(COALESCE(SUM(json_extract(e.payload, '$.cost_cents')) \
+           FILTER (WHERE e.event_type = 'llm_usage' \
+             AND json_extract(e.payload, '$.cost_cents') BETWEEN 0 AND {MAX_COST_CENTS}), 0) AS REAL)"
+    )
+}
 
 pub(super) async fn overview(
     pool: &SqlitePool,
@@ -21,11 +34,12 @@ pub(super) async fn overview(
            COUNT(e.event_id) AS events, \
            COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
            COUNT(*) FILTER (WHERE {ERRORS}) AS errors, \
-           CAST(COALESCE(SUM(json_extract(e.payload, '$.cost_cents')) FILTER (WHERE e.event_type = 'llm_usage'), 0) AS REAL) AS cost_cents, \
+           {cost} AS cost_cents, \
            COUNT(DISTINCT e.agent_id) AS agents, \
            (SELECT MAX(a.last_seen_at) FROM agents a WHERE a.customer_id = c.customer_id) AS last_seen \
          FROM customers c LEFT JOIN events e ON e.customer_id = c.customer_id AND e.ts >= ? \
-         GROUP BY c.customer_id, c.name ORDER BY c.customer_id"
+         GROUP BY c.customer_id, c.name ORDER BY c.customer_id",
+        cost = cost_sum()
     );
     let rows: Vec<OverviewDbRow<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(since.timestamp_millis())
@@ -41,11 +55,12 @@ pub(super) async fn customers(pool: &SqlitePool) -> Result<Vec<CustomerRow>, DbE
            COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
            COUNT(*) FILTER (WHERE e.event_type = 'tool_call') AS tool_calls, \
            COUNT(*) FILTER (WHERE {ERRORS}) AS errors, \
-           CAST(COALESCE(SUM(json_extract(e.payload, '$.cost_cents')) FILTER (WHERE e.event_type = 'llm_usage'), 0) AS REAL) AS cost_cents, \
+           {cost} AS cost_cents, \
            (SELECT COUNT(*) FROM agents a WHERE a.customer_id = c.customer_id) AS agents, \
            MAX(e.ts) AS last_seen \
          FROM customers c LEFT JOIN events e ON e.customer_id = c.customer_id \
-         GROUP BY c.customer_id, c.name, c.created_at ORDER BY c.customer_id"
+         GROUP BY c.customer_id, c.name, c.created_at ORDER BY c.customer_id",
+        cost = cost_sum()
     );
     let rows: Vec<CustomerDbRow<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(pool)
@@ -63,10 +78,11 @@ pub(super) async fn agents(
            COUNT(*) FILTER (WHERE e.event_type = 'session.start') AS sessions, \
            COUNT(*) FILTER (WHERE e.event_type = 'tool_call') AS tool_calls, \
            COUNT(*) FILTER (WHERE {ERRORS}) AS errors, \
-           CAST(COALESCE(SUM(json_extract(e.payload, '$.cost_cents')) FILTER (WHERE e.event_type = 'llm_usage'), 0) AS REAL) AS cost_cents \
+           {cost} AS cost_cents \
          FROM agents a LEFT JOIN events e ON e.agent_id = a.agent_id AND e.customer_id = a.customer_id \
          WHERE (?1 IS NULL OR a.customer_id = ?1) \
-         GROUP BY a.agent_id ORDER BY a.customer_id, a.agent_id"
+         GROUP BY a.agent_id ORDER BY a.customer_id, a.agent_id",
+        cost = cost_sum()
     );
     let rows: Vec<AgentDbRow<i64>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(customer_id)
