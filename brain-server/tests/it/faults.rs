@@ -146,6 +146,7 @@ both!(
     an_event_id_used_by_another_customer_is_stored,
     nul_characters_are_refused_or_stored_escaped,
     absurd_costs_are_rejected_and_reads_stay_finite,
+    a_failed_group_retried_one_by_one_reports_neighbours_accepted,
 );
 
 /// Case 1: the SQLite database runs out of space (see [`Fill`]). While it is full, ingest
@@ -604,5 +605,137 @@ async fn absurd_costs_are_rejected_and_reads_stay_finite(backend: Backend) {
         assert_eq!(rows.len(), 1, "{path}: {answer}");
         assert_eq!(rows[0]["cost_cents"], json!(12.5), "{path}: {answer}");
     }
+    app.stop().await;
+}
+
+/// Makes the insert of a dead letter whose element has the event type `poison` fail inside
+/// the transaction: after the group's events were inserted.
+async fn poison_dead_letters(store: &Store) {
+    match store {
+        Store::Postgres(pool) => sqlx::raw_sql(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.raw LIKE '%\"poison\"%' THEN \
+                 RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER poison BEFORE INSERT ON dead_letters \
+               FOR EACH ROW EXECUTE FUNCTION poison();",
+        )
+        .execute(pool)
+        .await
+        .map(drop)
+        .unwrap(),
+        Store::Sqlite(pool) => sqlx::raw_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON dead_letters \
+               WHEN NEW.raw LIKE '%\"poison\"%' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .execute(pool)
+        .await
+        .map(drop)
+        .unwrap(),
+    }
+}
+
+/// Case 5: 30 requests wait in one group behind a held writer; one of them fails inside the
+/// transaction (a trigger refuses its dead letter, written after the group's events). The
+/// group commits nothing, so when the writer
+/// writes each request alone, every innocent neighbour is told `accepted` (not `duplicate` of
+/// a half-committed write) and its event is stored once; only the poisoned request fails. The
+/// issue saw 4 of 30 told `duplicate` on Postgres when a failed group had committed part of
+/// its work. Mutation: writing the Postgres group on a plain connection (each statement
+/// committed alone, as before the group became one transaction) makes every neighbour's
+/// retry answer `duplicate`.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test queues requests from tasks while the writer is held"
+)]
+async fn a_failed_group_retried_one_by_one_reports_neighbours_accepted(backend: Backend) {
+    let opts = Options {
+        limits: brain_server::config::Limits {
+            pg_writers: 1,
+            ..limits(10_000, 10_000)
+        },
+        ..Options::default()
+    };
+    let Some(app) = spawn_app_with(backend, opts).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    poison_dead_letters(app.store()).await;
+    let failed_groups = || {
+        app.state
+            .writer_stats()
+            .failed_groups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let lock = crate::hold_writer(app.store()).await;
+    let send = |ev: Value| {
+        let http = app.client.clone();
+        let url = app.url("/v1/events");
+        let key = key.clone();
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&ev)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        })
+    };
+    // The writer takes the first request alone and waits on the lock; 30 queue behind it.
+    let first = send(tool_call("agent_a", "Bash", true, 0));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut innocents = Vec::new();
+    let mut poisoned = None;
+    for i in 1..=30 {
+        if i == 15 {
+            let bad = crate::helpers::event("poison", "agent_a", None, json!({}));
+            poisoned = Some(send(json!([tool_call("agent_a", "Bash", true, i), bad])));
+        } else {
+            let ev = tool_call("agent_a", "Bash", true, i);
+            innocents.push((ev["event_id"].as_str().unwrap().to_owned(), send(ev)));
+        }
+    }
+    assert!(
+        crate::wait_for(|| app.state.queue_depth() == 30).await,
+        "only {} of 30 requests queued",
+        app.state.queue_depth()
+    );
+    lock.release().await;
+
+    let (status, body) = first.await.unwrap();
+    assert_eq!(
+        (status, &body["accepted"]),
+        (StatusCode::OK, &json!(1)),
+        "{body}"
+    );
+    let (status, body) = poisoned.unwrap().await.unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    for (id, task) in innocents {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"][0]["event_id"], json!(id), "{body}");
+        assert_eq!(body["results"][0]["status"], "accepted", "{body}");
+        assert_eq!(
+            stored_copies(app.store(), &id).await.len(),
+            1,
+            "event {id} stored once"
+        );
+    }
+    assert_eq!(
+        failed_groups(),
+        1,
+        "the 30 were one group, retried one by one"
+    );
+    assert_eq!(app.store().count_events().await.unwrap(), 30);
+    assert!(
+        app.store()
+            .dead_letters("acme", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     app.stop().await;
 }
