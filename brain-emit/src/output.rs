@@ -183,9 +183,28 @@ pub(crate) fn status(settings: &Settings, stats: &SpoolStats, json: bool) -> std
         writeln!(out, "flusher:        running")?;
     }
     if let Some(r) = &stats.recovered_from {
+        let lost = stats
+            .lost_rows
+            .map_or_else(|| "an unknown number".to_owned(), |n| n.to_string());
         writeln!(
             out,
-            "recovered:      a corrupt spool was moved aside to {r}"
+            "recovered:      a corrupt spool was moved aside to {r}; salvaged {} queued events, lost {lost}",
+            stats.salvaged_rows.unwrap_or(0)
+        )?;
+    }
+    if let Some(t) = stats.found_empty_at_ms {
+        writeln!(
+            out,
+            "found empty:    at {} the spool file was empty where a spool had been; what it held is lost",
+            fmt_ms(Some(t))
+        )?;
+    }
+    if let Some(t) = stats.wal_damage_at_ms {
+        writeln!(
+            out,
+            "damaged WAL:    last at {}; {} committed transactions lost in all",
+            fmt_ms(Some(t)),
+            stats.wal_lost_commits
         )?;
     }
     for w in &settings.warnings {

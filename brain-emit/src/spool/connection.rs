@@ -57,7 +57,9 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 /// The busy handler does not cover every step of an open: switching a fresh file to WAL
 /// and recovering the WAL index can answer BUSY at once while other hook processes are
 /// doing the same, and a hook that gave up there would lose its event.
-pub(super) fn open_waiting(path: &Path) -> Result<Connection, SpoolError> {
+///
+/// Returns the connection and whether this open created the schema (a new or empty file).
+pub(super) fn open_waiting(path: &Path) -> Result<(Connection, bool), SpoolError> {
     let deadline = Instant::now() + Duration::from_millis(BUSY_TIMEOUT_MS);
     let mut pause = Duration::from_millis(1);
     loop {
@@ -73,8 +75,9 @@ pub(super) fn open_waiting(path: &Path) -> Result<Connection, SpoolError> {
     }
 }
 
-/// Opens the connection, sets the pragmas and brings the schema up to date.
-fn open(path: &Path) -> Result<Connection, SpoolError> {
+/// Opens the connection, sets the pragmas and brings the schema up to date; whether it
+/// created the schema.
+fn open(path: &Path) -> Result<(Connection, bool), SpoolError> {
     let wrap = |source| SpoolError::Open {
         path: path.to_path_buf(),
         source,
@@ -110,7 +113,7 @@ fn open(path: &Path) -> Result<Connection, SpoolError> {
     // WAL_TRUNCATE_BYTES instead.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(wrap)?;
-    schema::migrate(&conn).map_err(|e| match e {
+    let created = schema::migrate(&conn).map_err(|e| match e {
         SpoolError::Query(source) => wrap(source),
         SpoolError::NewerSchema { found, .. } => SpoolError::NewerSchema {
             path: path.to_path_buf(),
@@ -118,7 +121,7 @@ fn open(path: &Path) -> Result<Connection, SpoolError> {
         },
         other => other,
     })?;
-    Ok(conn)
+    Ok((conn, created))
 }
 
 /// Checkpoints and truncates the WAL of the spool at `path` when it is over

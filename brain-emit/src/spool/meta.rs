@@ -27,8 +27,21 @@ pub(crate) enum MetaKey {
     AgentIdFallback,
     /// The moved-aside file's name, on a spool that replaced a corrupt one.
     RecoveredFrom,
-    /// When this spool replaced a corrupt one, Unix ms.
+    /// When this spool replaced a corrupt one, or was found empty where a spool had been,
+    /// Unix ms.
     RecoveredAtMs,
+    /// Queued events the last replacement salvaged from the corrupt file.
+    SalvagedRows,
+    /// Queued events the last replacement could not read (unset when unknown).
+    LostRows,
+    /// When the spool file was found empty where a spool had been, Unix ms.
+    FoundEmptyAtMs,
+    /// Which WAL damage was last counted (see `wal_check::WalLoss::key`).
+    WalDamageKey,
+    /// Committed transactions a damaged WAL made SQLite drop, in total.
+    WalLostCommits,
+    /// When a damaged WAL was last found, Unix ms.
+    WalDamageAtMs,
     /// When a flush last pruned the `ledgers` table, Unix ms.
     LedgersPrunedAtMs,
 }
@@ -47,6 +60,12 @@ impl MetaKey {
             MetaKey::AgentIdFallback => "agent_id_fallback",
             MetaKey::RecoveredFrom => "recovered_from",
             MetaKey::RecoveredAtMs => "recovered_at_ms",
+            MetaKey::SalvagedRows => "salvaged_rows",
+            MetaKey::LostRows => "lost_rows",
+            MetaKey::FoundEmptyAtMs => "found_empty_at_ms",
+            MetaKey::WalDamageKey => "wal_damage_key",
+            MetaKey::WalLostCommits => "wal_lost_commits",
+            MetaKey::WalDamageAtMs => "wal_damage_at_ms",
             MetaKey::LedgersPrunedAtMs => "ledgers_pruned_at_ms",
         }
     }
@@ -101,6 +120,14 @@ impl Spool {
     /// Stores `value` under `key`.
     pub(crate) fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<(), SpoolError> {
         Ok(put(&self.conn, key, value)?)
+    }
+
+    /// Removes the note under `key`.
+    pub(super) fn delete_meta(&mut self, key: MetaKey) -> Result<(), SpoolError> {
+        self.conn
+            .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+            .execute([key.as_str()])?;
+        Ok(())
     }
 
     /// Records a delivery failure: message, time, and when background flushers may retry.

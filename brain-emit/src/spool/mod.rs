@@ -34,7 +34,10 @@
 //! the header only shows when a statement reads the damaged page) whenever a hook, flush or
 //! heartbeat statement fails with SQLITE_CORRUPT / SQLITE_NOTADB: the caller runs its
 //! operation through [`Spool::with_recovery`], which replaces the file and runs it once more
-//! (see `recovery`).
+//! (see `recovery`). The rows still readable in the damaged file are first copied into the
+//! fresh one (`salvage`), and `status` says how many were salvaged and lost. Losses SQLite
+//! itself would keep quiet about leave a trace too: a spool file found empty where one had
+//! been (truncated or deleted), and transactions dropped from a damaged WAL (`wal_check`).
 
 mod connection;
 mod lease;
@@ -43,8 +46,10 @@ mod losses;
 mod meta;
 mod queue;
 mod recovery;
+mod salvage;
 mod schema;
 mod tool_starts;
+mod wal_check;
 
 use std::path::{Path, PathBuf};
 
@@ -201,6 +206,19 @@ pub struct SpoolStats {
     pub lease_held: bool,
     /// When the spool was last found corrupt and replaced, as the moved-aside file's name.
     pub recovered_from: Option<String>,
+    /// Queued events salvaged from that corrupt file into this one.
+    pub salvaged_rows: Option<u64>,
+    /// Queued events of that corrupt file that could not be read (also counted in
+    /// [`SpoolStats::dropped`]); `None` when no file was replaced or the number is unknown.
+    pub lost_rows: Option<u64>,
+    /// When the spool file was last found empty (truncated to 0 bytes, or deleted) where a
+    /// spool had been, Unix ms: whatever it held is lost, in unknown number.
+    pub found_empty_at_ms: Option<i64>,
+    /// Committed transactions (one per hook call) that SQLite dropped because the WAL was
+    /// damaged, in total (also counted in [`SpoolStats::dropped`]).
+    pub wal_lost_commits: u64,
+    /// When a damaged WAL was last found, Unix ms.
+    pub wal_damage_at_ms: Option<i64>,
 }
 
 /// What an enqueue did.
@@ -263,17 +281,9 @@ impl Spool {
 
     /// [`Spool::open_with`] without the losses file.
     fn open_file(path: PathBuf, options: SpoolOptions) -> Result<Spool, SpoolError> {
+        let opened_id = connection::file_id(&path);
         match connection::open_waiting(&path) {
-            Ok(conn) => Ok(Spool {
-                file_id: connection::file_id(&path),
-                conn,
-                path,
-                options,
-                recovered_from: None,
-            }),
-            Err(SpoolError::Open { source, .. }) if connection::is_corruption(&source) => {
-                let aside = recovery::move_aside(&path)?;
-                let conn = connection::open_waiting(&path)?;
+            Ok((conn, created)) => {
                 let mut spool = Spool {
                     file_id: connection::file_id(&path),
                     conn,
@@ -281,7 +291,36 @@ impl Spool {
                     options,
                     recovered_from: None,
                 };
-                spool.note_recovery(aside)?;
+                // A new file where a spool has been (its losses file is still there): the
+                // old one was truncated to 0 bytes or deleted, with whatever it held.
+                if created && losses::path_for(&spool.path).exists() {
+                    spool.note_found_empty()?;
+                }
+                // Transactions SQLite dropped from a damaged WAL while opening: cheap to
+                // rule out (a stat and a 96-byte read), confirmed under the write lock.
+                if wal_check::check(&spool.path).is_some() {
+                    spool.note_wal_loss()?;
+                }
+                Ok(spool)
+            }
+            Err(SpoolError::Open { source, .. }) if connection::is_corruption(&source) => {
+                // Another process that found it corrupt too may have replaced it already.
+                let aside = if connection::file_id(&path) == opened_id {
+                    Some(recovery::move_aside(&path)?)
+                } else {
+                    None
+                };
+                let (conn, _) = connection::open_waiting(&path)?;
+                let mut spool = Spool {
+                    file_id: connection::file_id(&path),
+                    conn,
+                    path,
+                    options,
+                    recovered_from: None,
+                };
+                if let Some(aside) = aside {
+                    spool.salvage_and_note(aside)?;
+                }
                 Ok(spool)
             }
             Err(e) => Err(e),
@@ -333,6 +372,11 @@ impl Spool {
             next_attempt_at_ms: int(MetaKey::NextAttemptAtMs)?,
             lease_held,
             recovered_from: text(MetaKey::RecoveredFrom)?,
+            salvaged_rows: int(MetaKey::SalvagedRows)?.map(to_u),
+            lost_rows: int(MetaKey::LostRows)?.map(to_u),
+            found_empty_at_ms: int(MetaKey::FoundEmptyAtMs)?,
+            wal_lost_commits: int(MetaKey::WalLostCommits)?.map_or(0, to_u),
+            wal_damage_at_ms: int(MetaKey::WalDamageAtMs)?,
         })
     }
 

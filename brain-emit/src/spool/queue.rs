@@ -361,3 +361,9 @@ fn count_drops(tx: &Transaction<'_>, heartbeat: bool, n: i64) -> Result<(), Spoo
     tx.execute(sql, [n])?;
     Ok(())
 }
+
+/// Counts `n` events lost without passing through the queue's bound (a damaged WAL) as
+/// dropped events.
+pub(super) fn count_lost(tx: &Transaction<'_>, n: i64) -> Result<(), SpoolError> {
+    count_drops(tx, false, n)
+}

@@ -18,13 +18,15 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// case (schema current) costs one read; creation and steps happen in an IMMEDIATE
 /// transaction that re-checks the version, so concurrent first opens run each exactly once.
 ///
+/// Returns whether this call created the schema (the file was new, or empty).
+///
 /// # Errors
 /// [`SpoolError::NewerSchema`] (with an empty path, filled in by the caller) for a file of a
 /// newer brain-emit, [`SpoolError::Query`] when a statement fails.
-pub(super) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
+pub(super) fn migrate(conn: &Connection) -> Result<bool, SpoolError> {
     let version = user_version(conn)?;
     if version == SCHEMA_VERSION {
-        return Ok(());
+        return Ok(false);
     }
     if version > SCHEMA_VERSION {
         return Err(SpoolError::NewerSchema {
@@ -33,7 +35,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
         });
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| -> Result<(), SpoolError> {
+    let result = (|| -> Result<bool, SpoolError> {
         let found = user_version(conn)?;
         if found < 1 {
             conn.execute_batch(SCHEMA_V1)?;
@@ -41,16 +43,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
         if found < 2 {
             conn.execute_batch(STEP_V2)?;
         }
-        Ok(())
+        Ok(found == 0)
     })();
     match result {
-        Ok(()) => conn.execute_batch("COMMIT")?,
+        Ok(created) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(created)
+        }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
-            return Err(e);
+            Err(e)
         }
     }
-    Ok(())
 }
 
 fn user_version(conn: &Connection) -> Result<i64, rusqlite::Error> {

@@ -185,9 +185,18 @@ fn with_recovery_replaces_a_spool_found_corrupt_and_runs_the_work_again() {
     assert!(spool.recovered_from().is_some());
     assert!(spool.recovered_at_ms().unwrap().is_some());
     let stats = spool.stats().unwrap();
-    assert_eq!(stats.depth, 1, "the fresh spool holds the new event only");
+    // Only the index was damaged: every queued row is salvaged, then the new event queued.
+    assert_eq!(stats.depth, 2001);
+    assert_eq!(
+        (stats.salvaged_rows, stats.lost_rows),
+        (Some(2000), Some(0))
+    );
     assert!(stats.recovered_from.unwrap().starts_with("s.db.corrupt-"));
-    assert!(stats.last_error.unwrap().contains("moved aside"));
+    let last_error = stats.last_error.unwrap();
+    assert!(last_error.contains("moved aside"), "{last_error}");
+    assert!(last_error.contains("salvaged 2000"), "{last_error}");
+    let rows = spool.peek_batch(3000, usize::MAX).unwrap();
+    assert_eq!(rows.last().unwrap().event_id, event.event_id().to_string());
 }
 
 #[test]

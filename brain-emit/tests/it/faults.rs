@@ -272,3 +272,151 @@ fn hooks_that_cannot_spool_on_a_full_disk_are_counted() {
     assert_eq!(sb.status()["hooks_lost"], 3);
     drop(disk);
 }
+
+/// Overwrites, with random bytes, the page of the sandbox's spool (checkpointed first, so
+/// the page is read from the main file) that holds `needle`; returns the page number.
+fn damage_the_page_holding(sb: &Sandbox, needle: &str) -> usize {
+    let conn = rusqlite::Connection::open(&sb.spool).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&sb.spool).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .unwrap();
+    let page = at / 4096;
+    assert!(page > 0, "not the header page");
+    let random: Vec<u8> = (0..4096 / 16)
+        .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+        .collect();
+    bytes[page * 4096..(page + 1) * 4096].copy_from_slice(&random);
+    std::fs::write(&sb.spool, bytes).unwrap();
+    page
+}
+
+/// Case 10: random bytes over a page in the middle of a spool of 300 queued events. Hooks
+/// keep writing; `flush --wait` then finds the damage, moves the file aside, and delivers
+/// every row that was still readable (salvaged into the fresh spool); `status` says how
+/// many were salvaged and lost, and counts the lost ones as dropped.
+#[test]
+fn flush_delivers_the_readable_rows_of_a_spool_damaged_in_the_middle() {
+    let sb = Sandbox::new();
+    queue_errors(&sb, 300);
+    damage_the_page_holding(&sb, "queued 150\"");
+    sb.hook(
+        &["error", "--kind", "k", "--message", "after the damage"],
+        b"",
+    );
+    let (out, took, seen) = flush_wait_to_a_good_upstream(&sb);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "took {took:?}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = sb.status();
+    let salvaged = status["salvaged_rows"].as_u64().unwrap_or_default();
+    let lost = status["lost_rows"].as_u64().unwrap_or_default();
+    assert_eq!(salvaged + lost, 301, "{status}");
+    assert!(lost > 0 && lost < 40, "one page of rows is lost: {status}");
+    assert_eq!(
+        seen.iter().sum::<usize>() as u64,
+        salvaged,
+        "every salvaged row delivered once: {seen:?}"
+    );
+    assert_eq!(status["depth"], 0);
+    assert_eq!(
+        status["dropped"], lost,
+        "the lost rows are counted as drops"
+    );
+    let text = sb.run(&["status"], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("salvaged {salvaged} queued events, lost {lost}")),
+        "{text}"
+    );
+}
+
+/// Case 10: a spool truncated to 0 bytes loses what it held; the next open says so, in
+/// `status` (text and JSON), instead of starting an empty spool as if nothing happened.
+#[test]
+fn a_spool_truncated_to_0_bytes_leaves_a_trace() {
+    let sb = Sandbox::new();
+    for i in 0..5 {
+        sb.hook(
+            &["error", "--kind", "k", "--message", &format!("e{i}")],
+            b"",
+        );
+    }
+    let conn = rusqlite::Connection::open(&sb.spool).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    std::fs::File::create(&sb.spool).unwrap(); // truncates
+    sb.hook(&["error", "--kind", "k", "--message", "after"], b"");
+    assert_eq!(sb.rows().len(), 1);
+    let status = sb.status();
+    assert!(status["found_empty_at_ms"].is_i64(), "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("found empty")),
+        "{status}"
+    );
+    let text = sb.run(&["status"], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("found empty:"), "{text}");
+    // A fresh spool where none was before is not reported.
+    let fresh = Sandbox::new();
+    fresh.hook(&["error", "--kind", "k", "--message", "first"], b"");
+    assert!(fresh.status()["found_empty_at_ms"].is_null());
+}
+
+/// Case 10: random bytes over a frame in the middle of the WAL. SQLite drops every
+/// transaction committed after it without a word; `status` now says how many (counted
+/// once, and as dropped events).
+#[test]
+fn a_damaged_wal_leaves_a_trace() {
+    let sb = Sandbox::new();
+    for i in 0..12 {
+        sb.hook(
+            &["error", "--kind", "k", "--message", &format!("e{i}")],
+            b"",
+        );
+    }
+    let mut wal_path = sb.spool.clone().into_os_string();
+    wal_path.push("-wal");
+    let mut wal = std::fs::read(&wal_path).unwrap();
+    let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+    let frame = 24 + page;
+    let frames = (wal.len() - 32) / frame;
+    assert!(
+        frames > 12,
+        "every hook's commit is still in the WAL: {frames} frames"
+    );
+    let at = 32 + (frames / 2) * frame + 24;
+    let random: Vec<u8> = (0..page / 16)
+        .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+        .collect();
+    wal[at..at + page].copy_from_slice(&random);
+    std::fs::write(&wal_path, wal).unwrap();
+
+    let status = sb.status();
+    let lost = status["wal_lost_commits"].as_u64().unwrap_or_default();
+    assert!(lost >= 1, "{status}");
+    assert_eq!(sb.rows().len() as u64 + lost, 12, "{status}");
+    assert_eq!(status["dropped"], lost);
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("WAL was damaged")),
+        "{status}"
+    );
+    let text = sb.run(&["status"], b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("damaged WAL:"), "{text}");
+    // Counted once, however often the spool is opened again.
+    sb.hook(&["error", "--kind", "k", "--message", "after"], b"");
+    assert_eq!(sb.status()["wal_lost_commits"], lost);
+}
