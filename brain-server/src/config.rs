@@ -3,6 +3,7 @@
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::SecretString;
 
@@ -69,6 +70,19 @@ pub struct Limits {
     /// Concurrent writer tasks on Postgres (default 4; SQLite always uses 1). Each commits
     /// its own groups, so one group commits while the next is collected.
     pub pg_writers: usize,
+    /// Longest a request's headers may take to arrive, counted from when the connection is
+    /// ready for them: also how long a kept-alive connection may sit idle before its next
+    /// request (default 10 s). Past it, the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Longest the whole body of `POST /v1/events` may take to arrive (default 30 s: 1 MiB at
+    /// 35 KB/s). Past it, 408 `body_timeout` and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// Most connections served at once (default 512, under the usual 1024 open files).
+    /// Further connections wait in the listen backlog, not in an open file, until one closes.
+    pub max_connections: usize,
+    /// Longest the shutdown waits for in-flight requests to finish (default 10 s); then the
+    /// connections still open are closed, and the writer writes what is queued.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for Limits {
@@ -79,6 +93,10 @@ impl Default for Limits {
             queue_requests: 4096,
             group_events: 2000,
             pg_writers: 4,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            shutdown_drain: Duration::from_secs(10),
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 404: no such resource.
     #[error("{0}")]
     NotFound(String),
+    /// 408: the body did not arrive within the body read timeout (seconds).
+    #[error("the body was not received within {0} s")]
+    BodyTimeout(u64),
     /// 413: body or batch too large (`code` names which).
     #[error("{message}")]
     TooLarge {
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } | ApiError::TooLarge { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Overloaded => "overloaded",
@@ -132,6 +137,11 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be arriving: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

@@ -23,8 +23,10 @@
 //! The operator commands (`brain-server mint-key`, …) are in [`commands`], one module per
 //! command family, over the same [`Store`].
 //!
-//! On shutdown, [`run`] stops accepting, lets in-flight requests finish, then the writer
-//! writes what is queued and stops.
+//! [`run`] serves at most `max_connections` at once, and closes a connection whose headers
+//! (or next request, when kept alive) do not arrive within `header_read_timeout`
+//! (`http.rs`). On shutdown it stops accepting, lets in-flight requests finish for at most
+//! `shutdown_drain`, then the writer writes what is queued and stops.
 
 pub mod auth;
 pub mod cli;
@@ -33,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 mod extract;
+mod http;
 mod ingest;
 mod routes;
 mod state;
@@ -53,21 +56,22 @@ use crate::auth::admin_token;
 use crate::config::DbConfig;
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then drains in-flight requests
-/// and stops the ingest writer after it has written everything queued.
+/// (for at most [`config::Limits::shutdown_drain`]) and stops the ingest writer after it has
+/// written everything queued. Connections are bounded in number and in header read and idle
+/// time ([`config::Limits`]; `http.rs`).
 ///
 /// # Errors
-/// An I/O error from the listener.
+/// None today (a failed `accept` is logged and retried); kept for callers' sake.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = *state.limits();
+    http::serve(listener, app, &limits, state.connections(), shutdown).await;
     state.shutdown().await;
-    served
+    Ok(())
 }
 
 /// Opens the configured database (the embedded SQLite file when no URL is given, saying

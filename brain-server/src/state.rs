@@ -9,6 +9,7 @@ use crate::auth::AdminToken;
 use crate::auth::keys::KeyChecks;
 use crate::config::Limits;
 use crate::db::{Backend, Store};
+use crate::http::ConnectionGauge;
 use crate::ingest::WriteJob;
 use crate::ingest::writer::{SubmitError, WriteResult, Writer, WriterStats};
 
@@ -26,6 +27,10 @@ struct Inner {
     keys: KeyChecks,
     /// The admin token (its digest).
     admin_token: AdminToken,
+    /// Ingest and connection limits.
+    limits: Limits,
+    /// HTTP connections open now.
+    connections: Arc<ConnectionGauge>,
 }
 
 impl AppState {
@@ -46,6 +51,8 @@ impl AppState {
             writer,
             keys: KeyChecks::new(limits.rate_per_sec, limits.rate_burst),
             admin_token: AdminToken::new(admin_token),
+            limits,
+            connections: Arc::default(),
         }))
     }
 
@@ -81,6 +88,21 @@ impl AppState {
         job: WriteJob,
     ) -> Result<tokio::sync::oneshot::Receiver<WriteResult>, SubmitError> {
         self.0.writer.submit(job)
+    }
+
+    /// HTTP connections being served now.
+    pub fn open_connections(&self) -> usize {
+        self.0.connections.get()
+    }
+
+    /// The gauge of open HTTP connections, for the server loop.
+    pub(crate) fn connections(&self) -> Arc<ConnectionGauge> {
+        Arc::clone(&self.0.connections)
+    }
+
+    /// Ingest and connection limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.0.limits
     }
 
     /// The customer key cache and rate limiter.

@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::ops::Range;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
@@ -18,15 +19,23 @@ use shared_proto::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
 use crate::error::ApiError;
 
 /// Checks the headers and reads the body as text: gunzipped (every member) when
-/// `Content-Encoding: gzip`, at most [`MAX_BODY_BYTES`] either way.
+/// `Content-Encoding: gzip`, at most [`MAX_BODY_BYTES`] either way, all of it within
+/// `timeout`.
 ///
 /// # Errors
-/// 415 for another content type or encoding, 413 when too large, 400 `invalid_gzip`,
-/// `unreadable_body`, or `malformed_json` when the body is not UTF-8.
-pub(crate) async fn read(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+/// 415 for another content type or encoding, 413 when too large, 408 `body_timeout` when it
+/// does not arrive in time, 400 `invalid_gzip`, `unreadable_body`, or `malformed_json` when
+/// the body is not UTF-8.
+pub(crate) async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<String, ApiError> {
     check_content_type(headers)?;
     let gzip = content_encoding_is_gzip(headers)?;
-    let raw = read_limited(body).await?;
+    let raw = tokio::time::timeout(timeout, read_limited(body))
+        .await
+        .map_err(|_| ApiError::BodyTimeout(timeout.as_secs()))??;
     let bytes = if gzip { gunzip(&raw)? } else { raw };
     String::from_utf8(bytes).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))

@@ -23,7 +23,7 @@ pub(crate) async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let text = body::read(&headers, body).await?;
+    let text = body::read(&headers, body, state.limits().body_read_timeout).await?;
     let elements = body::split(&text)?;
     let single = elements.single;
     let items = elements

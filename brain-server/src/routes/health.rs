@@ -74,6 +74,12 @@ pub(crate) async fn get_metrics(State(state): State<AppState>) -> Response {
         s.failed_groups.load(Ordering::Relaxed),
     );
     metric(
+        "brain_http_connections",
+        "gauge",
+        "HTTP connections being served.",
+        state.open_connections() as u64,
+    );
+    metric(
         "brain_ingest_queue_depth",
         "gauge",
         "Ingest requests waiting for the writer.",

@@ -739,3 +739,224 @@ async fn a_failed_group_retried_one_by_one_reports_neighbours_accepted(backend: 
     );
     app.stop().await;
 }
+
+/// Limits with short connection timeouts, for the slow-client tests.
+fn short_timeouts(header_s: u64, body_s: u64, drain_s: u64, max_connections: usize) -> Options {
+    use std::time::Duration;
+    Options {
+        limits: brain_server::config::Limits {
+            header_read_timeout: Duration::from_secs(header_s),
+            body_read_timeout: Duration::from_secs(body_s),
+            shutdown_drain: Duration::from_secs(drain_s),
+            max_connections,
+            ..limits(10_000, 10_000)
+        },
+        ..Options::default()
+    }
+}
+
+/// Reads `stream` until the server closes it (or resets it), for at most `within`: what it
+/// sent, or `None` when it kept the connection open that long.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0_u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Case 2: a client that sends its headers a line at a time, and a kept-alive connection left
+/// idle, are both closed after the header read timeout (1 s here). Before the fix
+/// (`axum::serve`, no timer): both were held for as long as the client liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test trickles bytes from a task"
+)]
+async fn slow_headers_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let Some(app) = spawn_app_with(Backend::Sqlite, short_timeouts(1, 30, 10, 64)).await else {
+        return;
+    };
+    let secs = std::time::Duration::from_secs;
+
+    // Headers trickled: a line every 300 ms, never finished.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"POST /v1/events HTTP/1.1\r\nHost: brain\r\n")
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        for i in 0..30 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if writer
+                .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let closed = tokio::time::timeout(secs(4), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = [0_u8; 1024];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a trickled header was still being read after 4 s"
+    );
+    trickle.abort();
+
+    // A kept-alive connection after one answered request, then silence.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /v1/healthz HTTP/1.1\r\nHost: brain\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut idle, secs(4))
+        .await
+        .expect("an idle kept-alive connection was still open after 4 s");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    app.stop().await;
+}
+
+/// Case 2: a body sent a byte every 200 ms is cut off after the body read timeout (1 s here)
+/// with 408 `body_timeout` in the error envelope, and nothing is stored. Before the fix it was
+/// read for as long as it kept coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test trickles bytes from a task"
+)]
+async fn a_trickled_body_is_cut_off_with_408() {
+    use tokio::io::AsyncWriteExt as _;
+    let Some(app) = spawn_app_with(Backend::Sqlite, short_timeouts(10, 1, 10, 64)).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let body = json!([tool_call("agent_a", "Bash", true, 1)]).to_string();
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(
+            format!(
+                "POST /v1/events HTTP/1.1\r\nHost: brain\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for b in body.bytes() {
+            if writer.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(4), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut got = Vec::new();
+        let mut buf = [0_u8; 4096];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    })
+    .await
+    .expect("the trickled body was still being read after 4 s");
+    trickle.abort();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let envelope: Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+    assert_error(&envelope, "body_timeout");
+    assert_eq!(app.store().count_events().await.unwrap(), 0);
+    app.stop().await;
+}
+
+/// Case 2: with `max_connections` = 4, twelve connections that never send a byte hold at most
+/// four slots (the rest wait in the listen backlog, not in an open file), each closed after
+/// the header timeout, and an honest request behind them is served. Before the fix every
+/// connection was accepted and held: under a 1024 open-file limit, `accept` failed and ingest
+/// timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_beyond_the_limit_wait_and_are_served() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, short_timeouts(1, 30, 10, 4)).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let mut idle = Vec::new();
+    for _ in 0..12 {
+        idle.push(tokio::net::TcpStream::connect(app.addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.state.open_connections(),
+        4,
+        "connections served at once"
+    );
+    let honest = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.post_events(&key, &tool_call("agent_a", "Bash", true, 1)),
+    )
+    .await
+    .expect("the honest request was not served within 10 s");
+    assert_eq!(honest.status(), StatusCode::OK);
+    assert!(app.state.open_connections() <= 4);
+    drop(idle);
+    app.stop().await;
+}
+
+/// Case 2: a shutdown while a request is half-sent (headers done, body stalled) finishes
+/// within the drain bound (1 s here; the body and header timeouts are 60 s), having stored
+/// nothing of that request. Before the fix the listener closed and `run` never returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_with_a_half_sent_request_ends_within_the_drain() {
+    use tokio::io::AsyncWriteExt as _;
+    let Some(app) = spawn_app_with(Backend::Sqlite, short_timeouts(60, 60, 1, 64)).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /v1/events HTTP/1.1\r\nHost: brain\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{{\"event_id\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let dir = tokio::time::timeout(std::time::Duration::from_secs(5), app.stop_keeping_data())
+        .await
+        .expect("shutdown did not finish within 5 s with a half-sent request");
+    let store = Store::open_sqlite_file(&dir.path().join(brain_server::config::SQLITE_FILE))
+        .await
+        .unwrap();
+    assert_eq!(store.count_events().await.unwrap(), 0);
+    store.close().await;
+}
