@@ -96,7 +96,21 @@ impl Sender<'_> {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = response.bytes().unwrap_or_default();
+        let bytes = match response.bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                // The connection broke mid-answer: whether the server stored the batch is
+                // unknown, so keep every row (resending is safe: ids are deduplicated).
+                spool.bump_attempts(&ids)?;
+                return Err(Stop::Retryable {
+                    reason: format!(
+                        "server answered {status}, then the connection broke while reading the answer: {}",
+                        error_chain(&e)
+                    ),
+                    retry_after,
+                });
+            }
+        };
         let server_says = || {
             serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| format!("{}: {}", b.error.code, b.error.message))

@@ -9,6 +9,7 @@
 
 mod faults;
 mod helpers;
+mod net;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
