@@ -45,6 +45,12 @@ pub enum ApiError {
         /// For people.
         message: String,
     },
+    /// 414: the request target (path and query) is longer than the server answers.
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// 431: the request's header block is larger than the server answers.
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     /// 415: not `application/json`, or an unsupported `Content-Encoding`.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -71,6 +77,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::DatabaseUnavailable(_) => {
@@ -87,6 +95,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::BodyTimeout(_) => "body_timeout",
+            ApiError::UriTooLong(_) => "uri_too_long",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Overloaded => "overloaded",

@@ -35,6 +35,9 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::Limits;
 use crate::task;
 
+/// hyper's read buffer per connection, in bytes: bounds a request head (64 KiB).
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
+
 /// How long the loop pauses after `accept` fails (e.g. out of open files) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -76,7 +79,10 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // A request head over this is refused by hyper with a bare 431; up to it, the router
+        // answers oversized targets and headers in the error envelope (`routes/mod.rs`).
+        .max_buf_size(MAX_HEAD_BUFFER);
     let graceful = GracefulShutdown::new();
     // Closes the connections still open when the drain time is up.
     let (close_all, closing) = watch::channel(false);

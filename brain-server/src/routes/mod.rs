@@ -7,13 +7,23 @@ pub(crate) mod health;
 pub(crate) mod page;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use shared_proto::ErrorBody;
 use tower_http::trace::TraceLayer;
 
+use crate::error::ApiError;
 use crate::state::AppState;
+
+/// Longest request target (path and query) answered, in bytes; longer is 414 `uri_too_long`.
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest header block answered (names, values, 4 bytes of separators per header), in bytes;
+/// larger is 431 `headers_too_large`. The HTTP layer itself refuses a head over 64 KiB (or
+/// over 100 headers) with a bare 431 (`http.rs`).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The whole HTTP application over `state`.
 pub fn router(state: AppState) -> Router {
@@ -25,8 +35,27 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1/dashboard", dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(check_request_head))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Refuses, in the error envelope, a request whose target or header block is larger than
+/// this server answers (414, 431), before any handler or extractor sees it.
+async fn check_request_head(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
+    }
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if head > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+    }
+    next.run(req).await
 }
 
 /// 404 for an unknown path, in the error envelope.
