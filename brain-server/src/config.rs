@@ -83,6 +83,20 @@ pub struct Limits {
     /// Longest the shutdown waits for in-flight requests to finish (default 10 s); then the
     /// connections still open are closed, and the writer writes what is queued.
     pub shutdown_drain: Duration,
+    /// Most bytes of ingest bodies held at once across all requests, in bytes (default
+    /// 256 MiB): bodies read (counted as they arrive, so a trickled body counts too) or
+    /// gunzipped and not yet answered. A request that would go over it is answered 503
+    /// `overloaded` with `Retry-After`. Keep it well above 1 MiB, the largest body.
+    pub in_flight_bytes: usize,
+    /// Most bytes of an element's raw JSON one dead letter stores, in bytes (default 64 KiB,
+    /// four times the largest valid payload). A longer element is stored cut to this (at a
+    /// character boundary), marked truncated, with its full size, `event_id`, code and message.
+    pub dead_letter_raw_bytes: usize,
+    /// How long dead letters are kept (default 30 days); older ones are deleted.
+    pub dead_letter_retention: Duration,
+    /// How often dead letters past their retention are deleted (default 1 h; the first run is
+    /// at start-up).
+    pub dead_letter_prune_every: Duration,
 }
 
 impl Default for Limits {
@@ -97,6 +111,10 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(30),
             max_connections: 512,
             shutdown_drain: Duration::from_secs(10),
+            in_flight_bytes: 256 * 1024 * 1024,
+            dead_letter_raw_bytes: 64 * 1024,
+            dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
+            dead_letter_prune_every: Duration::from_secs(3600),
         }
     }
 }

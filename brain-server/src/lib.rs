@@ -9,13 +9,16 @@
 //!    looked up by its SHA-256, cached ≤ 2 s so revocation bites within 5 s, then the per-key
 //!    rate limit: `auth/keys.rs`) or the admin token (`/v1/dashboard/*`, constant-time
 //!    comparison).
-//! 3. `POST /v1/events` (`routes/events.rs`) reads at most 1 MiB (after gunzip) and splits
-//!    the JSON into raw elements (`ingest/body.rs`), validates each with
+//! 3. `POST /v1/events` (`routes/events.rs`) reads at most 1 MiB (after gunzip), counting
+//!    every byte into the server-wide in-flight budget as it arrives (`ingest/budget.rs`: over
+//!    it → 503; the request's share travels with its body and is given back when it is
+//!    dropped), and splits the JSON into raw elements (`ingest/body.rs`), validates each with
 //!    [`shared_proto::Event::parse`] (`ingest/validate.rs`), and hands the request to the
 //!    ingest writer (`ingest/writer.rs`) over a bounded queue (full → 503).
 //! 4. The writer takes every queued request into ONE transaction (`Store::write_group` in
 //!    `db/ingest/`): claims new agents, refuses agents owned by another customer, inserts
-//!    events with `ON CONFLICT DO NOTHING` (duplicates), dead-letters rejections, updates
+//!    events with `ON CONFLICT DO NOTHING` (duplicates), dead-letters rejections (each cut to
+//!    a size cap, saying so; deleted after their retention by `ingest/retention.rs`), updates
 //!    agents, commits. A failed group commits nothing.
 //! 5. Only then does each handler answer, 200 with per-event results (422 for a single
 //!    rejected event). Any error is an [`error::ApiError`] rendered as one JSON envelope.

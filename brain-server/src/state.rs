@@ -11,6 +11,8 @@ use crate::config::Limits;
 use crate::db::{Backend, Store};
 use crate::http::ConnectionGauge;
 use crate::ingest::WriteJob;
+use crate::ingest::budget::{InFlight, MemoryBudget};
+use crate::ingest::retention::Pruner;
 use crate::ingest::writer::{SubmitError, WriteResult, Writer, WriterStats};
 
 /// Shared application state. Cloning is cheap (one `Arc`).
@@ -31,6 +33,10 @@ struct Inner {
     limits: Limits,
     /// HTTP connections open now.
     connections: Arc<ConnectionGauge>,
+    /// Bytes of ingest bodies held now, under [`Limits::in_flight_bytes`].
+    budget: Arc<MemoryBudget>,
+    /// Deletes dead letters past their retention.
+    pruner: Pruner,
 }
 
 impl AppState {
@@ -45,6 +51,12 @@ impl AppState {
             writers,
             limits.queue_requests,
             limits.group_events,
+            limits.dead_letter_raw_bytes,
+        );
+        let pruner = Pruner::start(
+            store.clone(),
+            limits.dead_letter_retention,
+            limits.dead_letter_prune_every,
         );
         AppState(Arc::new(Inner {
             store,
@@ -53,6 +65,8 @@ impl AppState {
             admin_token: AdminToken::new(admin_token),
             limits,
             connections: Arc::default(),
+            budget: MemoryBudget::new(limits.in_flight_bytes),
+            pruner,
         }))
     }
 
@@ -77,9 +91,21 @@ impl AppState {
         self.0.writer.queue_depth()
     }
 
-    /// Stops the ingest writer after it has written everything queued.
+    /// Stops the ingest writer after it has written everything queued, and the dead-letter
+    /// retention task.
     pub async fn shutdown(&self) {
+        self.0.pruner.stop();
         self.0.writer.shutdown().await;
+    }
+
+    /// Bytes of ingest bodies held now (read or gunzipped, not yet answered).
+    pub fn in_flight_bytes(&self) -> usize {
+        self.0.budget.used()
+    }
+
+    /// An empty share of the in-flight budget, for one request.
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.0.budget.guard()
     }
 
     /// Queues a validated request for the writer.

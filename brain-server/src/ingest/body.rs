@@ -4,6 +4,11 @@
 //! The split keeps each element as a [`RawValue`] borrowed from the body: the syntax is
 //! checked once, nothing is copied, and an element's position in the body is its raw JSON
 //! for a dead letter.
+//!
+//! Every byte read (and every byte gunzipped) is counted into the request's [`InFlight`]
+//! guard as it arrives (`budget.rs`). When the server-wide budget has no room, the request
+//! gives back what it held, reads the rest of its body without keeping it (so that the client
+//! gets the answer rather than a reset connection), and is answered 503 `overloaded`.
 
 use std::io::Read;
 use std::ops::Range;
@@ -16,27 +21,38 @@ use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use shared_proto::limits::{MAX_BATCH_EVENTS, MAX_BODY_BYTES};
 
+use super::budget::InFlight;
 use crate::error::ApiError;
+
+/// Bytes inflated at a time from a gzip body, each counted into the budget before it is kept.
+const GUNZIP_CHUNK: usize = 64 * 1024;
 
 /// Checks the headers and reads the body as text: gunzipped (every member) when
 /// `Content-Encoding: gzip`, at most [`MAX_BODY_BYTES`] either way, all of it within
-/// `timeout`.
+/// `timeout`, every byte held counted into `in_flight` as it arrives.
 ///
 /// # Errors
 /// 415 for another content type or encoding, 413 when too large, 408 `body_timeout` when it
-/// does not arrive in time, 400 `invalid_gzip`, `unreadable_body`, or `malformed_json` when
-/// the body is not UTF-8.
+/// does not arrive in time, 503 `overloaded` when the in-flight budget has no room for it,
+/// 400 `invalid_gzip`, `unreadable_body`, or `malformed_json` when the body is not UTF-8.
 pub(crate) async fn read(
     headers: &HeaderMap,
     body: Body,
     timeout: Duration,
+    in_flight: &mut InFlight,
 ) -> Result<String, ApiError> {
     check_content_type(headers)?;
     let gzip = content_encoding_is_gzip(headers)?;
-    let raw = tokio::time::timeout(timeout, read_limited(body))
+    let raw = tokio::time::timeout(timeout, read_limited(body, in_flight))
         .await
         .map_err(|_| ApiError::BodyTimeout(timeout.as_secs()))??;
-    let bytes = if gzip { gunzip(&raw)? } else { raw };
+    let bytes = if gzip {
+        let inflated = gunzip(&raw, in_flight)?;
+        in_flight.shrink(raw.len());
+        inflated
+    } else {
+        raw
+    };
     String::from_utf8(bytes).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
     })
@@ -130,16 +146,32 @@ fn too_large() -> ApiError {
     }
 }
 
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`] as soon as it is exceeded.
-async fn read_limited(body: Body) -> Result<Vec<u8>, ApiError> {
+fn unreadable(e: &axum::Error) -> ApiError {
+    ApiError::bad_request("unreadable_body", format!("could not read the body: {e}"))
+}
+
+/// Reads the body, refusing more than [`MAX_BODY_BYTES`] as soon as it is exceeded, counting
+/// each chunk into `in_flight` before keeping it. Over budget: gives back what it held, reads
+/// the rest without keeping it (up to the size cap), and answers 503 `overloaded`.
+async fn read_limited(body: Body, in_flight: &mut InFlight) -> Result<Vec<u8>, ApiError> {
     let mut stream = body.into_data_stream();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("unreadable_body", format!("could not read the body: {e}"))
-        })?;
+        let chunk = chunk.map_err(|e| unreadable(&e))?;
         if out.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(too_large());
+        }
+        if in_flight.grow(chunk.len()).is_err() {
+            let mut seen = out.len() + chunk.len();
+            drop(out);
+            in_flight.release();
+            while let Some(chunk) = stream.next().await {
+                seen += chunk.map_err(|e| unreadable(&e))?.len();
+                if seen > MAX_BODY_BYTES {
+                    return Err(too_large());
+                }
+            }
+            return Err(ApiError::Overloaded);
         }
         out.extend_from_slice(&chunk);
     }
@@ -148,18 +180,29 @@ async fn read_limited(body: Body) -> Result<Vec<u8>, ApiError> {
 
 /// Decompresses a gzip body: every member (RFC 1952 allows several one after the other, and a
 /// streaming compressor writes one per flush), refusing more than [`MAX_BODY_BYTES`] of output
-/// for all of them together. Bytes after a member that are not another member are an error.
-fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let limit = u64::try_from(MAX_BODY_BYTES).unwrap_or(u64::MAX) + 1;
+/// for all of them together, counting the output into `in_flight` as it is inflated. Bytes
+/// after a member that are not another member are an error.
+fn gunzip(compressed: &[u8], in_flight: &mut InFlight) -> Result<Vec<u8>, ApiError> {
+    let mut decoder = MultiGzDecoder::new(compressed);
     let mut out = Vec::new();
-    MultiGzDecoder::new(compressed)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            ApiError::bad_request("invalid_gzip", format!("the body is not valid gzip: {e}"))
-        })?;
-    if out.len() > MAX_BODY_BYTES {
-        return Err(too_large());
+    let mut chunk = vec![0_u8; GUNZIP_CHUNK];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "invalid_gzip",
+                    format!("the body is not valid gzip: {e}"),
+                ));
+            }
+        };
+        if out.len() + n > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        in_flight.grow(n).map_err(|_| ApiError::Overloaded)?;
+        out.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     Ok(out)
 }

@@ -120,6 +120,7 @@ impl Writer {
         writers: usize,
         queue_requests: usize,
         group_events: usize,
+        dead_letter_raw_bytes: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_requests.max(1));
         let rx: SharedReceiver = Arc::new(tokio::sync::Mutex::new(rx));
@@ -134,7 +135,10 @@ impl Writer {
                         store.clone(),
                         Arc::clone(&rx),
                         stop_rx.clone(),
-                        group_events.max(1),
+                        Caps {
+                            group_events: group_events.max(1),
+                            dead_letter_raw_bytes,
+                        },
                         Arc::clone(&stats),
                         Arc::clone(&health),
                     ),
@@ -197,14 +201,27 @@ impl Writer {
     }
 }
 
+/// A writer's size limits.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    /// Most elements taken into one group.
+    group_events: usize,
+    /// Most bytes of raw JSON one dead letter stores.
+    dead_letter_raw_bytes: usize,
+}
+
 async fn run(
     store: Store,
     rx: SharedReceiver,
     mut stop: watch::Receiver<bool>,
-    group_events: usize,
+    caps: Caps,
     stats: Arc<WriterStats>,
     health: Arc<WriteHealth>,
 ) {
+    let Caps {
+        group_events,
+        dead_letter_raw_bytes: cap,
+    } = caps;
     loop {
         let group = {
             let mut rx = rx.lock().await;
@@ -218,7 +235,7 @@ async fn run(
                 None => break,
             }
         };
-        write(&store, group, &stats, &health).await;
+        write(&store, group, cap, &stats, &health).await;
     }
     // Shutting down: refuse new work, finish what is queued.
     loop {
@@ -230,7 +247,7 @@ async fn run(
                 Err(_) => break,
             }
         };
-        write(&store, group, &stats, &health).await;
+        write(&store, group, cap, &stats, &health).await;
     }
     tracing::debug!("ingest writer drained and stopped");
 }
@@ -255,11 +272,19 @@ fn take_group(
     group
 }
 
-async fn write(store: &Store, group: Vec<Pending>, stats: &WriterStats, health: &WriteHealth) {
+/// Writes one group (dead letters cut to `cap` bytes) and answers its requests; each job,
+/// with its share of the in-flight budget, is dropped once its request is answered.
+async fn write(
+    store: &Store,
+    group: Vec<Pending>,
+    cap: usize,
+    stats: &WriterStats,
+    health: &WriteHealth,
+) {
     let (jobs, replies): (Vec<WriteJob>, Vec<oneshot::Sender<WriteResult>>) =
         group.into_iter().map(|p| (p.job, p.reply)).unzip();
     let items: usize = jobs.iter().map(|j| j.items.len()).sum();
-    let written = store.write_group(&jobs).await;
+    let written = store.write_group(&jobs, cap).await;
     health.record(&written);
     match written {
         Ok(results) => {
@@ -281,7 +306,7 @@ async fn write(store: &Store, group: Vec<Pending>, stats: &WriterStats, health: 
                 let n = job.items.len() as u64;
                 let one = [job];
                 let result = store
-                    .write_group(&one)
+                    .write_group(&one, cap)
                     .await
                     .map(|mut r| r.pop().unwrap_or_default());
                 health.record(&result);

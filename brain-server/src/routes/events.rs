@@ -1,5 +1,6 @@
-//! `POST /v1/events`: authenticate, read the body, validate every element, hand the request
-//! to the group-commit writer ([`crate::ingest`]), answer after the commit.
+//! `POST /v1/events`: authenticate, read the body (counted into the in-flight budget),
+//! validate every element, hand the request to the group-commit writer ([`crate::ingest`]),
+//! answer after the commit.
 
 use axum::Json;
 use axum::body::Body;
@@ -23,7 +24,14 @@ pub(crate) async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let text = body::read(&headers, body, state.limits().body_read_timeout).await?;
+    let mut in_flight = state.in_flight();
+    let text = body::read(
+        &headers,
+        body,
+        state.limits().body_read_timeout,
+        &mut in_flight,
+    )
+    .await?;
     let elements = body::split(&text)?;
     let single = elements.single;
     let items = elements
@@ -35,6 +43,7 @@ pub(crate) async fn post_events(
         customer_id: key.customer_id,
         items,
         body: text,
+        in_flight,
     };
     let reply = state.submit(job).map_err(|e| match e {
         SubmitError::Full | SubmitError::Closed => ApiError::Overloaded,

@@ -85,5 +85,11 @@ pub(crate) async fn get_metrics(State(state): State<AppState>) -> Response {
         "Ingest requests waiting for the writer.",
         state.queue_depth() as u64,
     );
+    metric(
+        "brain_ingest_in_flight_bytes",
+        "gauge",
+        "Bytes of ingest bodies held (read or gunzipped, not yet answered).",
+        state.in_flight_bytes() as u64,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -35,8 +35,9 @@ macro_rules! both {
     )*};
 }
 
-// After `both!`, which its tests use too.
+// After `both!`, which their tests use too.
 mod faults;
+mod memory;
 
 both!(
     ingest_single_and_batch,

@@ -32,6 +32,23 @@ impl Store {
         dispatch!(self, dead_letters(customer_id, limit))
     }
 
+    /// Deletes the dead letters received before `cutoff` (their retention is over), in
+    /// batches of 10 000 rows so that no one transaction holds the table long;
+    /// returns how many.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error (the batches deleted before it stay deleted).
+    pub async fn prune_dead_letters(&self, cutoff: DateTime<Utc>) -> Result<u64, DbError> {
+        let mut total = 0;
+        loop {
+            let n = dispatch!(self, prune_dead_letters_batch(cutoff, PRUNE_BATCH))?;
+            total += n;
+            if n < PRUNE_BATCH.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The stored agent row, if any.
     ///
     /// # Errors
@@ -49,6 +66,9 @@ impl Store {
     }
 }
 
+/// Dead letters deleted per statement by [`Store::prune_dead_letters`].
+const PRUNE_BATCH: i64 = 10_000;
+
 /// A dead-lettered element of an ingest request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetter {
@@ -60,8 +80,13 @@ pub struct DeadLetter {
     pub received_at: DateTime<Utc>,
     /// Its `event_id` when it had a readable one.
     pub event_id: Option<String>,
-    /// The element's JSON as received.
+    /// The element's JSON as received, cut to the server's dead-letter size cap when
+    /// `truncated` (then it is not valid JSON).
     pub raw: String,
+    /// The size of the element's JSON as received, in bytes (more than `raw` when truncated).
+    pub raw_bytes: i64,
+    /// Whether `raw` is cut short of the element.
+    pub truncated: bool,
     /// The rejection code (e.g. `unknown_event_type`).
     pub reason: String,
     /// The rejection message.
@@ -106,6 +131,8 @@ struct DeadLetterRow<T> {
     received_at: T,
     event_id: Option<String>,
     raw: String,
+    raw_bytes: i64,
+    truncated: bool,
     reason: String,
     message: String,
 }
@@ -118,6 +145,8 @@ impl<T: StoredTime> From<DeadLetterRow<T>> for DeadLetter {
             received_at: r.received_at.into_utc(),
             event_id: r.event_id,
             raw: r.raw,
+            raw_bytes: r.raw_bytes,
+            truncated: r.truncated,
             reason: r.reason,
             message: r.message,
         }

@@ -36,7 +36,7 @@ pub(super) async fn dead_letters(
     limit: i64,
 ) -> Result<Vec<DeadLetter>, DbError> {
     let rows: Vec<DeadLetterRow<DateTime<Utc>>> = sqlx::query_as(
-        "SELECT id, customer_id, received_at, event_id, raw, reason, message FROM dead_letters \
+        "SELECT id, customer_id, received_at, event_id, raw, raw_bytes, truncated, reason, message FROM dead_letters \
          WHERE customer_id = $1 ORDER BY id DESC LIMIT $2",
     )
     .bind(customer_id)
@@ -86,4 +86,21 @@ pub(super) async fn audit_log(pool: &PgPool, limit: i64) -> Result<Vec<AuditEntr
             params: params.0,
         })
         .collect())
+}
+
+/// Deletes one batch of dead letters received before `cutoff`; returns how many.
+pub(super) async fn prune_dead_letters_batch(
+    pool: &PgPool,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, DbError> {
+    let done = sqlx::query(
+        "DELETE FROM dead_letters WHERE id IN \
+         (SELECT id FROM dead_letters WHERE received_at < $1 LIMIT $2)",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

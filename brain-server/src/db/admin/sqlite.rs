@@ -1,6 +1,6 @@
 //! The SQLite statements of the admin domain (times as integer unix milliseconds, JSON text).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
@@ -36,7 +36,7 @@ pub(super) async fn dead_letters(
     limit: i64,
 ) -> Result<Vec<DeadLetter>, DbError> {
     let rows: Vec<DeadLetterRow<i64>> = sqlx::query_as(
-        "SELECT id, customer_id, received_at, event_id, raw, reason, message FROM dead_letters \
+        "SELECT id, customer_id, received_at, event_id, raw, raw_bytes, truncated, reason, message FROM dead_letters \
          WHERE customer_id = ? ORDER BY id DESC LIMIT ?",
     )
     .bind(customer_id)
@@ -81,4 +81,21 @@ pub(super) async fn audit_log(pool: &SqlitePool, limit: i64) -> Result<Vec<Audit
             params: serde_json::from_str(&params).unwrap_or(Value::Null),
         })
         .collect())
+}
+
+/// Deletes one batch of dead letters received before `cutoff`; returns how many.
+pub(super) async fn prune_dead_letters_batch(
+    pool: &SqlitePool,
+    cutoff: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, DbError> {
+    let done = sqlx::query(
+        "DELETE FROM dead_letters WHERE id IN \
+         (SELECT id FROM dead_letters WHERE received_at < ? LIMIT ?)",
+    )
+    .bind(cutoff.timestamp_millis())
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -22,16 +22,20 @@ use crate::ingest::{Item, WriteJob};
 
 impl Store {
     /// Writes one group of ingest requests in a single transaction and returns, per request,
-    /// the outcome of each element in request order. Nothing is visible before the commit;
-    /// on an error nothing of the group was committed (the transaction is rolled back).
+    /// the outcome of each element in request order. A dead letter stores at most
+    /// `dead_letter_raw_bytes` of its element's JSON (see [`NewDeadLetter`]). Nothing is
+    /// visible before the commit; on an error nothing of the group was committed (the
+    /// transaction is rolled back).
     ///
     /// # Errors
     /// [`DbError::Query`] when a statement or the commit fails.
     pub(crate) async fn write_group(
         &self,
         jobs: &[WriteJob],
+        dead_letter_raw_bytes: usize,
     ) -> Result<Vec<Vec<Outcome>>, DbError> {
         let now = Utc::now();
+        let cap = dead_letter_raw_bytes;
         match self {
             Store::Postgres(pool) => {
                 // Concurrent writers' transactions can deadlock on agent rows (each widens
@@ -41,8 +45,8 @@ impl Store {
                 loop {
                     let mut tx = pool.begin().await?;
                     let written = async {
-                        let out =
-                            write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now).await?;
+                        let out = write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now, cap)
+                            .await?;
                         tx.commit().await?;
                         Ok(out)
                     }
@@ -60,7 +64,8 @@ impl Store {
             }
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let out = write_group_in(&mut sqlite::SqliteWriter(&mut tx), jobs, now).await?;
+                let out =
+                    write_group_in(&mut sqlite::SqliteWriter(&mut tx), jobs, now, cap).await?;
                 tx.commit().await?;
                 Ok(out)
             }
@@ -113,30 +118,67 @@ struct EventRow<'a> {
     payload: &'a str,
 }
 
-/// A dead letter to insert.
+/// A dead letter to insert: the element's JSON as received, cut to a size cap.
+///
+/// An element longer than the cap is stored cut at the last character boundary at or under
+/// it, with `truncated` set and `raw_bytes` its full size; its `event_id`, code and message are
+/// kept whole. The dedupe key is taken over the full text, so two long elements that differ
+/// only past the cap are two dead letters.
 #[derive(Debug)]
 struct NewDeadLetter<'a> {
     customer_id: &'a str,
     event_id: Option<String>,
-    /// The element's JSON text as received.
+    /// The element's JSON text as received, at most the cap.
     raw: &'a str,
+    /// The size of the element's JSON text as received, in bytes.
+    raw_bytes: i64,
+    /// Whether `raw` is cut short of the element.
+    truncated: bool,
     reason: &'a str,
     message: String,
+    /// Hex SHA-256 of (customer, reason, full raw). The insert skips a key already stored,
+    /// so the same rejected element sent again (a client's resend after a lost answer) is
+    /// kept once.
+    dedupe_key: String,
 }
 
-impl NewDeadLetter<'_> {
-    /// The dedupe key: hex SHA-256 of (customer, reason, raw). The insert skips a key already
-    /// stored, so the same rejected element sent again (a client's resend after a lost
-    /// answer) is kept once.
-    fn dedupe_key(&self) -> String {
+impl<'a> NewDeadLetter<'a> {
+    /// A dead letter of the element `full` (its whole JSON text), stored cut to `cap` bytes.
+    fn new(
+        customer_id: &'a str,
+        event_id: Option<String>,
+        full: &'a str,
+        reason: &'a str,
+        message: String,
+        cap: usize,
+    ) -> Self {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
-        for part in [self.customer_id, self.reason, self.raw] {
+        for part in [customer_id, reason, full] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
-        hex::encode(h.finalize())
+        let raw = cut(full, cap);
+        NewDeadLetter {
+            customer_id,
+            event_id,
+            raw,
+            raw_bytes: i64::try_from(full.len()).unwrap_or(i64::MAX),
+            truncated: raw.len() < full.len(),
+            reason,
+            message,
+            dedupe_key: hex::encode(h.finalize()),
+        }
     }
+}
+
+/// The longest prefix of `text` of at most `cap` bytes that ends on a character boundary.
+fn cut(text: &str, cap: usize) -> &str {
+    let mut end = cap.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
 }
 
 /// `text` with each U+0000 written as the JSON escape `\u0000` (six characters). Postgres
@@ -217,6 +259,7 @@ async fn write_group_in<W: GroupWriter>(
     w: &mut W,
     jobs: &[WriteJob],
     now: DateTime<Utc>,
+    dead_letter_raw_bytes: usize,
 ) -> Result<Vec<Vec<Outcome>>, DbError> {
     // 1. Claims: the first request of the group that names an agent claims it for its
     //    customer (an existing owner is never replaced); the span covers that customer's
@@ -301,13 +344,14 @@ async fn write_group_in<W: GroupWriter>(
                     code,
                     message,
                 } => {
-                    dead.push(NewDeadLetter {
-                        customer_id: &job.customer_id,
-                        event_id: event_id.as_deref().map(escape_nul),
-                        raw: job.raw(raw),
-                        reason: code,
-                        message: escape_nul(message),
-                    });
+                    dead.push(NewDeadLetter::new(
+                        &job.customer_id,
+                        event_id.as_deref().map(escape_nul),
+                        job.raw(raw),
+                        code,
+                        escape_nul(message),
+                        dead_letter_raw_bytes,
+                    ));
                     job_outcomes.push(Outcome::Rejected {
                         event_id: event_id.clone(),
                         code: code.clone(),
@@ -320,14 +364,15 @@ async fn write_group_in<W: GroupWriter>(
                     if owners.get(agent).map(String::as_str) != Some(job.customer_id.as_str()) {
                         let message = format!("agent_id `{agent}` belongs to another customer");
                         let event_id = id.to_string();
-                        dead.push(NewDeadLetter {
-                            customer_id: &job.customer_id,
-                            event_id: Some(event_id.clone()),
+                        dead.push(NewDeadLetter::new(
+                            &job.customer_id,
+                            Some(event_id.clone()),
                             // The element as sent (unknown fields, `ts` precision).
-                            raw: job.raw(&ev.raw),
-                            reason: AGENT_FORBIDDEN,
-                            message: message.clone(),
-                        });
+                            job.raw(&ev.raw),
+                            AGENT_FORBIDDEN,
+                            message.clone(),
+                            dead_letter_raw_bytes,
+                        ));
                         job_outcomes.push(Outcome::Rejected {
                             event_id: Some(event_id),
                             code: AGENT_FORBIDDEN.to_owned(),

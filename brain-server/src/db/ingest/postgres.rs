@@ -160,19 +160,21 @@ impl GroupWriter for PgWriter<'_> {
         rows: &[NewDeadLetter<'_>],
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        // 7 columns × 1000 rows: under the bind limit.
+        // 9 columns × 1000 rows: under the bind limit.
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut qb = QueryBuilder::<Postgres>::new(
-                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message, dedupe_key) ",
+                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, raw_bytes, truncated, reason, message, dedupe_key) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.customer_id)
                     .push_bind(now)
                     .push_bind(r.event_id.clone())
                     .push_bind(r.raw)
+                    .push_bind(r.raw_bytes)
+                    .push_bind(r.truncated)
                     .push_bind(r.reason)
                     .push_bind(r.message.clone())
-                    .push_bind(r.dedupe_key());
+                    .push_bind(r.dedupe_key.clone());
             });
             qb.push(" ON CONFLICT (dedupe_key) DO NOTHING");
             qb.build().execute(&mut *self.0).await?;

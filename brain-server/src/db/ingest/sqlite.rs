@@ -129,16 +129,18 @@ impl GroupWriter for SqliteWriter<'_, '_> {
         let now = now.timestamp_millis();
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, reason, message, dedupe_key) ",
+                "INSERT INTO dead_letters (customer_id, received_at, event_id, raw, raw_bytes, truncated, reason, message, dedupe_key) ",
             );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(r.customer_id)
                     .push_bind(now)
                     .push_bind(r.event_id.clone())
                     .push_bind(r.raw)
+                    .push_bind(r.raw_bytes)
+                    .push_bind(r.truncated)
                     .push_bind(r.reason)
                     .push_bind(r.message.clone())
-                    .push_bind(r.dedupe_key());
+                    .push_bind(r.dedupe_key.clone());
             });
             qb.push(" ON CONFLICT (dedupe_key) DO NOTHING");
             qb.build().execute(&mut **self.0).await?;
