@@ -222,10 +222,14 @@ fn run_import(settings: &Settings, paths: &[std::path::PathBuf]) -> ExitCode {
 }
 
 fn run_status(settings: &Settings, args: &StatusArgs) -> ExitCode {
+    // A spool found corrupt while reading its figures is salvaged and replaced as a hook or
+    // flush would do, so `status` reports what was kept and lost instead of "malformed".
     let stats = match Spool::open_with(&settings.spool_path, settings.spool_options())
         .context("opening the spool")
-        .and_then(|s| s.stats().context("reading spool figures"))
-    {
+        .and_then(|mut s| {
+            s.with_recovery(|s| s.stats())
+                .context("reading spool figures")
+        }) {
         Ok(s) => s,
         Err(e) => {
             output::error(&e);

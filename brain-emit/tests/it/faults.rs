@@ -420,3 +420,26 @@ fn a_damaged_wal_leaves_a_trace() {
     sb.hook(&["error", "--kind", "k", "--message", "after"], b"");
     assert_eq!(sb.status()["wal_lost_commits"], lost);
 }
+
+/// Case 10: `status` is often the first to read a damaged page (here the oldest rows'); it
+/// salvages and replaces the spool as a hook or flush would, and reports the figures,
+/// instead of failing with "database disk image is malformed".
+#[test]
+fn status_on_a_damaged_spool_salvages_and_reports() {
+    let sb = Sandbox::new();
+    queue_errors(&sb, 300);
+    damage_the_page_holding(&sb, "queued 0\"");
+    let out = sb.run(&["status", "--json"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let salvaged = status["salvaged_rows"].as_u64().unwrap_or_default();
+    let lost = status["lost_rows"].as_u64().unwrap_or_default();
+    assert_eq!(salvaged + lost, 300, "{status}");
+    assert!(lost > 0 && lost < 40, "{status}");
+    assert_eq!(status["depth"], salvaged);
+}
