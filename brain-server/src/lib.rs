@@ -5,10 +5,10 @@
 //!
 //! 1. [`run`] accepts the connection; [`router`] (`routes/mod.rs`, one nested router per
 //!    resource) picks the handler in `routes/<resource>.rs`.
-//! 2. Extractors in [`auth`] authenticate: a customer bearer key (`POST /v1/events`;
-//!    looked up by its SHA-256, cached ≤ 2 s so revocation bites within 5 s, then the per-key
-//!    rate limit: `auth/keys.rs`) or the admin token (`/v1/dashboard/*`, constant-time
-//!    comparison).
+//! 2. Extractors in [`auth`] authenticate: a customer bearer key (`POST /v1/events`,
+//!    `GET /v1/whoami`; looked up by its SHA-256, cached ≤ 2 s so revocation bites within
+//!    5 s, then the per-key rate limit: `auth/keys.rs`) or the admin token
+//!    (`/v1/dashboard/*`, constant-time comparison).
 //! 3. `POST /v1/events` (`routes/events.rs`) reads at most 1 MiB (after gunzip), counting
 //!    every byte into the server-wide in-flight budget as it arrives (`ingest/budget.rs`: over
 //!    it → 503; the request's share travels with its body and is given back when it is
@@ -53,6 +53,7 @@ use secrecy::ExposeSecret;
 pub use crate::db::{Backend, Store};
 pub use crate::ingest::writer::WriterStats;
 pub use crate::routes::router;
+pub use crate::routes::whoami::WhoAmI;
 pub use crate::state::AppState;
 
 use crate::auth::admin_token;

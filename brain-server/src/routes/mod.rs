@@ -5,6 +5,7 @@ pub(crate) mod dashboard;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod page;
+pub(crate) mod whoami;
 
 use axum::Router;
 use axum::extract::Request;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/healthz", get(health::get_healthz))
         .route("/metrics", get(health::get_metrics))
         .route("/v1/events", post(events::post_events))
+        .route("/v1/whoami", get(whoami::get_whoami))
         .nest("/v1/dashboard", dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

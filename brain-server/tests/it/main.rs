@@ -37,7 +37,9 @@ macro_rules! both {
 
 // After `both!`, which their tests use too.
 mod faults;
+mod fuzz;
 mod memory;
+mod whoami;
 
 both!(
     ingest_single_and_batch,
