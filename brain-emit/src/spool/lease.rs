@@ -6,9 +6,9 @@
 //!
 //! - **The wall clock is not trusted.** No writer sets an expiry further than
 //!   [`LEASE_TTL_MS`] ahead of its own clock, so a lease that expires later than
-//!   `now + LEASE_TTL_MS` was written by a clock that was ahead (or has since been stepped
-//!   back): it is treated as expired, or it would block every other flusher for as long as
-//!   the clock was off.
+//!   `now + LEASE_TTL_MS` (plus [`CLOCK_SLACK_MS`]) was written by a clock that was ahead
+//!   (or has since been stepped back): it is treated as expired, or it would block every
+//!   other flusher for as long as the clock was off.
 //! - **A dead holder is noticed at once.** A flusher records who it is (`pid`, and in
 //!   `process` the boot id, PID namespace and start time, see [`ProcessId`]); when that
 //!   process is gone (no `/proc/<pid>`, a zombie, or the PID reused by a process started at
@@ -25,6 +25,11 @@ use super::{MetaKey, Spool, SpoolError, meta, now_ms};
 /// How long a lease lasts without renewal, in ms; also the bound on how far ahead of the
 /// reader's clock any lease may expire (longer TTLs asked of this module are cut to it).
 pub const LEASE_TTL_MS: i64 = 30_000;
+
+/// How far past `now + LEASE_TTL_MS` an expiry may lie before it counts as written by a
+/// clock that was ahead, in ms: a reader's `now` may be taken a moment before the holder
+/// renews, and a clock slewed by NTP moves by milliseconds, not hours.
+const CLOCK_SLACK_MS: i64 = 5_000;
 
 impl Spool {
     /// Takes the delivery lease for `token` when it is free, expired (see the module
@@ -83,7 +88,7 @@ impl Lease {
     /// implausibly far ahead, and its holder not known to be gone.
     fn binds_at(&self, now: i64) -> bool {
         self.expires_at_ms > now
-            && self.expires_at_ms <= now + LEASE_TTL_MS
+            && self.expires_at_ms <= now + LEASE_TTL_MS + CLOCK_SLACK_MS
             && !holder_is_gone(self.pid, self.process.as_deref())
     }
 }

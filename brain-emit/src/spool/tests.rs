@@ -282,6 +282,15 @@ fn a_lease_expiring_further_ahead_than_the_ttl_does_not_bind() {
     );
     assert!(spool.lease_live().unwrap());
     assert!(!spool.acquire_lease("b", LEASE_TTL_MS).unwrap());
+    // A holder that renewed a moment after the reader read its clock is not "ahead".
+    put_lease(
+        &spool,
+        "just-renewed",
+        me,
+        Some(own_process()),
+        now_ms() + LEASE_TTL_MS + 1_000,
+    );
+    assert!(!spool.acquire_lease("b", LEASE_TTL_MS).unwrap());
     // No writer sets an expiry past the bound, whatever TTL it is asked for.
     put_lease(&spool, "old", me, None, 0);
     assert!(spool.acquire_lease("b", 6 * 3600 * 1000).unwrap());
