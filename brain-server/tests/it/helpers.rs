@@ -92,6 +92,19 @@ pub(crate) async fn spawn_app_on(store: Store, data_dir: TempDir, opts: Options)
     serve(store, db, data_dir, None, opts).await
 }
 
+/// A server over the existing database at `database_url` (migrated on open), with a data
+/// directory of its own: one of several instances sharing one database. The caller owns the
+/// database.
+pub(crate) async fn spawn_app_on_url(database_url: &str, opts: Options) -> TestApp {
+    let data_dir = TempDir::new().expect("temp dir");
+    let db = DbConfig {
+        database_url: Some(database_url.to_owned().into()),
+        data_dir: data_dir.path().to_owned(),
+    };
+    let store = brain_server::open_store(&db).await.expect("open store");
+    serve(store, db, data_dir, None, opts).await
+}
+
 #[expect(
     clippy::disallowed_methods,
     reason = "tests spawn the server task directly"
