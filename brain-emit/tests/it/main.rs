@@ -8,6 +8,7 @@
 )]
 
 mod faults;
+mod fuzz;
 mod helpers;
 mod net;
 

@@ -37,6 +37,7 @@ macro_rules! both {
 
 // After `both!`, which their tests use too.
 mod faults;
+mod fuzz;
 mod instances;
 mod memory;
 mod whoami;
