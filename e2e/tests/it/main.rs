@@ -19,4 +19,5 @@ mod helpers;
 mod hook_protocol;
 mod isolate;
 mod provisioning;
+mod release;
 mod sessions;
