@@ -22,6 +22,14 @@ use crate::spool::{QueuedRow, Spool};
 /// Total timeout of one HTTP request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long an idle kept-alive connection stays in the pool.
+///
+/// brain-server closes a connection idle for 10 s (`brain-server/src/http.rs`). A flusher
+/// that reused a connection at the moment the server closes it would see the request fail
+/// (a reset, or an empty answer) for no fault of the batch; dropping idle connections well
+/// before the server does means every reused connection is one the server still keeps.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Budget for one request body (the server's limit, minus a margin), in bytes.
 const BODY_BUDGET: usize = MAX_BODY_BYTES - 4096;
 
@@ -29,6 +37,7 @@ pub(super) fn build_client() -> Result<Client, reqwest::Error> {
     Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
 }
 
