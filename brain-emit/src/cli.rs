@@ -15,7 +15,8 @@ use crate::config::Overrides;
 ///
 /// Hook subcommands (session.start, session.end, tool-start, tool-call, llm-usage, error)
 /// queue events in a local SQLite spool and return at once; they print nothing on stdout and
-/// always exit 0. `flush` delivers the spool to brain-server; `status` describes it.
+/// always exit 0. `flush` delivers the spool to brain-server; `status` describes it;
+/// `doctor` checks that this box is wired right.
 ///
 /// Configuration: /etc/m8trx/brain.env (or $BRAIN_ENV_FILE), then the environment
 /// (BRAIN_URL, BRAIN_API_KEY, BRAIN_AGENT_ID / PAPERCLIP_AGENT_ID, BRAIN_RUN_ID /
@@ -90,6 +91,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Backfills llm_usage events from past Claude Code transcripts (files or directories).
     Import(ImportArgs),
+    /// Checks that this box is wired right: env file, URL, key (asks the server), spool,
+    /// Claude Code drop-in, heartbeat timer. Exits 0 only when no check fails.
+    Doctor(DoctorArgs),
 }
 
 impl Command {
@@ -97,7 +101,7 @@ impl Command {
     pub fn is_hook(&self) -> bool {
         !matches!(
             self,
-            Command::Flush(_) | Command::Status(_) | Command::Import(_)
+            Command::Flush(_) | Command::Status(_) | Command::Import(_) | Command::Doctor(_)
         )
     }
 
@@ -113,6 +117,7 @@ impl Command {
             Command::Flush(_) => "flush",
             Command::Status(_) => "status",
             Command::Import(_) => "import",
+            Command::Doctor(_) => "doctor",
         }
     }
 }
@@ -209,6 +214,26 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `doctor` flags.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object (`{"ok": …, "checks": [{"name", "status", "detail"}]}`).
+    #[arg(long)]
+    pub json: bool,
+    /// The Claude Code managed-settings drop-in that should wire the hooks.
+    #[arg(
+        long,
+        env = "BRAIN_DROP_IN",
+        value_name = "PATH",
+        default_value = crate::doctor::DEFAULT_DROP_IN
+    )]
+    pub drop_in: PathBuf,
+    /// `systemctl` to ask about the heartbeat timer (default: the one on PATH, when systemd
+    /// runs); for tests.
+    #[arg(long, env = "BRAIN_SYSTEMCTL", value_name = "PATH", hide = true)]
+    pub systemctl: Option<PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +262,18 @@ mod tests {
         };
         assert_eq!(a.status, SessionStatus::Failed);
         assert_eq!(a.exit_code, -1);
+    }
+
+    #[test]
+    fn doctor_flags() {
+        let cli = Cli::try_parse_from(["brain-emit", "doctor", "--json", "--drop-in", "/x.json"])
+            .unwrap();
+        assert!(!cli.command.is_hook());
+        let Command::Doctor(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert!(a.json);
+        assert_eq!(a.drop_in, PathBuf::from("/x.json"));
     }
 
     #[test]

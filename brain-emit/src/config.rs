@@ -102,6 +102,9 @@ pub struct Settings {
     pub spool_max_bytes: u64,
     /// The env file that was consulted.
     pub env_file: PathBuf,
+    /// Whether `BRAIN_ENV_FILE` named [`Settings::env_file`] (else it is the default,
+    /// [`DEFAULT_ENV_FILE`]).
+    pub env_file_from_variable: bool,
     /// Problems met while resolving (unreadable env file, invalid values); never fatal.
     pub warnings: Vec<String>,
 }
@@ -184,6 +187,7 @@ impl Settings {
             spool_path,
             spool_max_bytes,
             env_file: sources.file_path.clone(),
+            env_file_from_variable: sources.file_from_variable,
             warnings,
         }
     }
@@ -318,6 +322,7 @@ fn writable_spool(path: &Path) -> bool {
 struct Sources {
     file: HashMap<String, String>,
     file_path: PathBuf,
+    file_from_variable: bool,
     file_error: Option<String>,
     env: HashMap<String, String>,
 }
@@ -342,10 +347,9 @@ impl Sources {
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
         .collect();
-        let file_path = env
-            .get(env_vars::BRAIN_ENV_FILE)
-            .filter(|p| !p.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_ENV_FILE), PathBuf::from);
+        let named = env.get(env_vars::BRAIN_ENV_FILE).filter(|p| !p.is_empty());
+        let file_from_variable = named.is_some();
+        let file_path = named.map_or_else(|| PathBuf::from(DEFAULT_ENV_FILE), PathBuf::from);
         let (file, file_error) = match std::fs::read_to_string(&file_path) {
             Ok(text) => (parse_env_file(&text), None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashMap::new(), None),
@@ -357,6 +361,7 @@ impl Sources {
         Sources {
             file,
             file_path,
+            file_from_variable,
             file_error,
             env,
         }
@@ -413,6 +418,7 @@ mod tests {
         Sources {
             file: parse_env_file(file),
             file_path: PathBuf::from("/test/brain.env"),
+            file_from_variable: true,
             file_error: None,
             env: env
                 .iter()

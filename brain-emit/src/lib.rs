@@ -22,9 +22,14 @@
 //! transaction (claiming the delivery lease in the same transaction when nobody holds it) →
 //! if it claimed the lease, spawns a detached `brain-emit flush --background` → exit 0.
 //! Nothing on that path touches the network or prints on stdout.
+//!
+//! `status` describes the spool (exit 1 when it reports a configuration error); [`doctor`]
+//! checks that the box is wired right (config, URL, key, spool, hooks, timer), and
+//! `brain-heartbeat --check` runs the part of it the heartbeat needs.
 
 pub mod cli;
 pub mod config;
+pub mod doctor;
 mod envelope;
 pub mod flush;
 mod hooks;
@@ -40,7 +45,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, FlushArgs, HOOK_COMMANDS, StatusArgs};
+use crate::cli::{Cli, Command, DoctorArgs, FlushArgs, HOOK_COMMANDS, StatusArgs};
 use crate::config::{Overrides, Settings};
 use crate::flush::{FlushMode, FlushOutcome};
 use crate::spool::{HookProblem, Spool};
@@ -103,6 +108,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         Command::Flush(args) => run_flush(&settings, args),
         Command::Status(args) => run_status(&settings, args),
         Command::Import(args) => run_import(&settings, &args.paths),
+        Command::Doctor(args) => run_doctor(&settings, args),
         _ => ExitCode::SUCCESS,
     }
 }
@@ -236,7 +242,10 @@ fn run_status(settings: &Settings, args: &StatusArgs) -> ExitCode {
             return ExitCode::from(EXIT_USER);
         }
     };
-    match output::status(settings, &stats, args.json) {
+    let config_errors = status_config_errors(settings, &stats);
+    match output::status(settings, &stats, &config_errors, args.json) {
+        // SPEC §7: `status` exits non-zero when it reports a configuration error.
+        Ok(()) if !config_errors.is_empty() => ExitCode::from(EXIT_USER),
         Ok(()) => ExitCode::SUCCESS,
         // A closed stdout pipe counts as success.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
@@ -244,6 +253,43 @@ fn run_status(settings: &Settings, args: &StatusArgs) -> ExitCode {
             output::error(&anyhow::Error::new(e).context("writing status"));
             ExitCode::from(EXIT_UNEXPECTED)
         }
+    }
+}
+
+/// The configuration errors `status` reports: the one the last flush recorded (key
+/// refused, a URL that is not Brain) and a `BRAIN_URL` that is malformed on its face (no
+/// scheme). A box with no URL or key configured is not one: `status` describes the spool
+/// whatever the configuration, and `doctor` is the command that checks the wiring.
+fn status_config_errors(settings: &Settings, stats: &spool::SpoolStats) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(url) = &settings.url
+        && let Err(why) = doctor::parse_brain_url(url)
+    {
+        errors.push(format!("BRAIN_URL={url:?} {why}"));
+    }
+    errors.extend(stats.config_error.iter().cloned());
+    errors
+}
+
+fn run_doctor(settings: &Settings, args: &DoctorArgs) -> ExitCode {
+    let options = doctor::DoctorOptions {
+        drop_in: args.drop_in.clone(),
+        systemctl: args.systemctl.clone(),
+    };
+    let report = doctor::run(settings, &options);
+    match output::doctor(&report, args.json) {
+        Ok(()) => {}
+        // A closed stdout pipe counts as success.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            output::error(&anyhow::Error::new(e).context("writing the doctor report"));
+            return ExitCode::from(EXIT_UNEXPECTED);
+        }
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_USER)
     }
 }
 

@@ -78,7 +78,7 @@ pub(crate) fn warn(message: &str) {
     err_line!("brain-emit: warning: {message}");
 }
 
-fn fmt_ms(ms: Option<i64>) -> String {
+pub(crate) fn fmt_ms(ms: Option<i64>) -> String {
     ms.and_then(DateTime::<Utc>::from_timestamp_millis)
         .map_or_else(
             || "never".to_owned(),
@@ -86,7 +86,7 @@ fn fmt_ms(ms: Option<i64>) -> String {
         )
 }
 
-fn fmt_age(ms: Option<u64>) -> String {
+pub(crate) fn fmt_age(ms: Option<u64>) -> String {
     match ms {
         None => "-".to_owned(),
         Some(ms) if ms < 1_000 => format!("{ms} ms"),
@@ -106,13 +106,20 @@ struct StatusJson<'a> {
     api_key_configured: bool,
     env_file: &'a Path,
     warnings: &'a [String],
+    /// The configuration errors that make `status` exit 1 (`config_error` among them).
+    config_errors: &'a [String],
 }
 
 /// Prints `status`.
 ///
 /// # Errors
 /// Only when stdout is closed or full.
-pub(crate) fn status(settings: &Settings, stats: &SpoolStats, json: bool) -> std::io::Result<()> {
+pub(crate) fn status(
+    settings: &Settings,
+    stats: &SpoolStats,
+    config_errors: &[String],
+    json: bool,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         let v = StatusJson {
@@ -123,6 +130,7 @@ pub(crate) fn status(settings: &Settings, stats: &SpoolStats, json: bool) -> std
             api_key_configured: settings.api_key.is_some(),
             env_file: &settings.env_file,
             warnings: &settings.warnings,
+            config_errors,
         };
         serde_json::to_writer_pretty(&mut out, &v)?;
         return writeln!(out);
@@ -167,7 +175,7 @@ pub(crate) fn status(settings: &Settings, stats: &SpoolStats, json: bool) -> std
         )?,
         None => writeln!(out, "last error:     none")?,
     }
-    if let Some(e) = &stats.config_error {
+    for e in config_errors {
         writeln!(out, "CONFIG ERROR:   {e}")?;
     }
     if let Some(e) = &stats.last_hook_error {
@@ -211,6 +219,19 @@ pub(crate) fn status(settings: &Settings, stats: &SpoolStats, json: bool) -> std
         writeln!(out, "warning:        {w}")?;
     }
     Ok(())
+}
+
+/// Prints the `doctor` report: one line per check, or JSON.
+///
+/// # Errors
+/// Only when stdout is closed or full.
+pub(crate) fn doctor(report: &crate::doctor::Report, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        report.write_json(&mut out)
+    } else {
+        report.write_text(&mut out)
+    }
 }
 
 /// Prints the result of `flush`: one line on stdout (or JSON-free text), the reason on stderr

@@ -1,7 +1,7 @@
 //! One request: a batch of queued envelopes, gzip'd, posted to `POST /v1/events`, and what
 //! its answer means (the table in [`super`]). Brain's 413 (too large) or 400 (unreadable
-//! content) splits the batch, any other 400 or 413 keeps it; the HTTP client is built here
-//! and only here.
+//! content) splits the batch, any other 400 or 413 keeps it; the delivery HTTP client is
+//! built here and only here.
 
 use std::io::Write;
 use std::time::Duration;

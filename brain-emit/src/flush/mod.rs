@@ -3,7 +3,8 @@
 //! One flusher at a time per spool, by the spool's lease (it expires
 //! [`LEASE_TTL_MS`] after the last renewal, and at once when its holder's process is gone,
 //! so a dead holder never wedges delivery). The
-//! HTTP client is built here and only here: hook invocations never touch reqwest.
+//! delivery HTTP client is built here (the only other one is `doctor`'s probe of
+//! `GET /v1/whoami`): hook invocations never touch reqwest.
 //!
 //! What each answer does to the rows:
 //!

@@ -144,7 +144,7 @@ fn enqueue(
             token
         }
         Command::LlmUsage => llm_usage::llm_usage(settings, spool, input()?, now, claim)?,
-        Command::Flush(_) | Command::Status(_) | Command::Import(_) => {
+        Command::Flush(_) | Command::Status(_) | Command::Import(_) | Command::Doctor(_) => {
             bail!("not a hook subcommand")
         }
     })

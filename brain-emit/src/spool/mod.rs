@@ -380,6 +380,18 @@ impl Spool {
         })
     }
 
+    /// Whether this process can write to the spool: takes the write lock and lets it go
+    /// (`BEGIN IMMEDIATE; ROLLBACK`), so nothing changes. SQLite opens a file it may not
+    /// write read-only without complaint; this is where that shows (`brain-emit doctor`).
+    ///
+    /// # Errors
+    /// [`SpoolError::Query`] when the write lock cannot be taken (read-only file or
+    /// directory, a lock held past the busy timeout).
+    pub fn check_writable(&self) -> Result<(), SpoolError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        Ok(())
+    }
+
     /// Number of queued events.
     ///
     /// # Errors

@@ -363,12 +363,23 @@ impl Emitter {
     /// `status --json`, parsed.
     pub(crate) fn status(&self) -> Value {
         let out = self.run(&["status", "--json"], b"");
-        assert!(
-            out.status.success(),
-            "status: {}",
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        // SPEC §7: exit 1 exactly when it reports a configuration error.
+        let reports_config_error = status["config_errors"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty());
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(reports_config_error)),
+            "status: {status}; stderr: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+        status
     }
 
     /// The queued envelopes, oldest first, read from the spool file.

@@ -14,6 +14,7 @@
 )]
 
 mod cloud_init;
+mod doctor;
 mod flush;
 mod helpers;
 mod hook_protocol;
