@@ -6,6 +6,10 @@
 //! ([`docker::read_facts`], absent when the host has no Docker socket) and the spool's own
 //! figures → the event is enqueued → [`brain_emit::flush::flush`] delivers what the server
 //! will take. An unreachable server is not a failure: the events stay spooled.
+//!
+//! `brain-heartbeat --check` sends nothing: [`check`] runs `brain-emit doctor`'s box checks
+//! (env file, URL, key via `GET /v1/whoami`, spool) and asks the Docker socket, one line per
+//! check, and exits 1 when one fails.
 
 pub mod docker;
 
@@ -14,6 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use brain_emit::config::Settings;
+use brain_emit::doctor::{Check, Report, Status};
 use brain_emit::flush::{FlushMode, FlushOutcome, FlushReport};
 use brain_emit::spool::{Spool, SpoolStats};
 use chrono::{DateTime, Utc};
@@ -67,6 +72,14 @@ pub struct Cli {
     /// Enqueue the heartbeat but do not flush.
     #[arg(long)]
     pub no_flush: bool,
+    /// Send nothing: check that this box is wired for the heartbeat (env file, URL, key
+    /// asked of the server, spool, Docker socket), one line per check; exit 0 only when no
+    /// check fails, 1 otherwise.
+    #[arg(long, conflicts_with = "no_flush")]
+    pub check: bool,
+    /// With `--check`: print one JSON object instead of lines.
+    #[arg(long, requires = "check")]
+    pub json: bool,
 }
 
 impl Cli {
@@ -110,8 +123,12 @@ pub fn collect(host_load_1m: f64, docker: Option<DockerFacts>, spool: &SpoolStat
 
 /// Runs one heartbeat and returns the process exit code: 0 when the heartbeat is spooled
 /// (delivered or not), 1 for a configuration error, 2 when the spool cannot be used.
+/// With `--check`, runs [`check`] instead.
 pub fn run(cli: &Cli) -> ExitCode {
     let settings = Settings::resolve(&cli.global.overrides());
+    if cli.check {
+        return run_check(cli, &settings);
+    }
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -122,6 +139,85 @@ pub fn run(cli: &Cli) -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::from(EXIT_UNEXPECTED)
         }
+    }
+}
+
+/// The checks of `--check`: brain-emit doctor's box checks (env file, settings, URL,
+/// server and key, spool, backlog) and whether the Docker Engine API answers.
+pub fn check(cli: &Cli, settings: &Settings) -> Report {
+    let mut checks = brain_emit::doctor::box_checks(settings);
+    checks.push(docker_check(cli));
+    Report::new(checks)
+}
+
+fn run_check(cli: &Cli, settings: &Settings) -> ExitCode {
+    let report = check(cli, settings);
+    let mut out = std::io::stdout().lock();
+    let written = if cli.json {
+        report.write_json(&mut out)
+    } else {
+        report.write_text(&mut out)
+    };
+    match written {
+        // A closed stdout pipe counts as success.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            tracing::error!("writing the check report: {e}");
+            ExitCode::from(EXIT_UNEXPECTED)
+        }
+        _ if report.ok => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_CONFIG),
+    }
+}
+
+/// `docker`: the Engine API answers the heartbeat's own query. No socket at all is a
+/// warning (SPEC §8: the heartbeat then reports the Docker facts as unknown); a socket that
+/// does not answer is a failure.
+fn docker_check(cli: &Cli) -> Check {
+    let socket = cli.docker_socket.display();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return Check::new(
+                "docker",
+                Status::Fail,
+                format!("cannot start the runtime for the Docker query: {e}"),
+            );
+        }
+    };
+    match runtime.block_on(docker::read_facts(
+        &cli.docker_socket,
+        &cli.selectors(),
+        Utc::now(),
+    )) {
+        Ok(Some(facts)) => Check::new(
+            "docker",
+            Status::Ok,
+            format!(
+                "{socket} answers: {} agent-runtime containers ({}), {}",
+                facts.agent_runtime_count,
+                cli.agent_label,
+                match facts.paperclip_uptime_s {
+                    Some(s) => format!("{} up {s} s", cli.paperclip_container),
+                    None => format!("{} not running", cli.paperclip_container),
+                }
+            ),
+        ),
+        Ok(None) => Check::new(
+            "docker",
+            Status::Warn,
+            format!(
+                "no Docker socket at {socket}: the heartbeat will report Paperclip's uptime \
+                 and the agent runtimes as unknown"
+            ),
+        ),
+        Err(e) => Check::new(
+            "docker",
+            Status::Fail,
+            format!("{:#}", anyhow::Error::new(e)),
+        ),
     }
 }
 

@@ -1,4 +1,5 @@
-//! A customer box in a temp dir, and a fake Docker Engine API on a Unix socket.
+//! A customer box in a temp dir, a fake Docker Engine API on a Unix socket, and a stand-in
+//! brain-server answering `GET /v1/whoami`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -42,6 +43,28 @@ impl Box_ {
             .env_remove("BRAIN_API_KEY")
             .output()
             .unwrap()
+    }
+
+    /// Runs `brain-heartbeat --check --json` with the Docker socket at `socket`; the exit
+    /// code and the parsed report.
+    pub(crate) fn check(&self, socket: &Path) -> (Option<i32>, Value) {
+        let out = Command::new(env!("CARGO_BIN_EXE_brain-heartbeat"))
+            .args(["--check", "--json"])
+            .env("BRAIN_ENV_FILE", self.dir.path().join("brain.env"))
+            .env("BRAIN_SPOOL", self.dir.path().join("spool.db"))
+            .env("BRAIN_AGENT_ID", "host_box_1")
+            .env("BRAIN_DOCKER_SOCKET", socket)
+            .env_remove("BRAIN_URL")
+            .env_remove("BRAIN_API_KEY")
+            .output()
+            .unwrap();
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--check --json printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), report)
     }
 
     /// The spooled envelopes of `event_type`, oldest first.
@@ -122,5 +145,62 @@ impl FakeDocker {
 
     pub(crate) fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A stand-in brain-server answering `GET /v1/whoami` as the real one does: 200 with the
+/// customer and key id for [`FakeBrain::KEY`], 401 in the error envelope for any other.
+pub(crate) struct FakeBrain {
+    pub(crate) url: String,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl FakeBrain {
+    /// The key the fake accepts (the one [`Box_::new`] writes).
+    pub(crate) const KEY: &'static str = "m8brain_dev_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+    pub(crate) fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = Router::new().route(
+                    "/v1/whoami",
+                    axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        if auth == format!("Bearer {}", FakeBrain::KEY) {
+                            axum::Json(serde_json::json!({
+                                "customer_id": "acme",
+                                "key_id": "key_0f3c2b1a9d8e4f7a6b5c4d3e2f1a0b9c"
+                            }))
+                            .into_response()
+                        } else {
+                            (
+                                StatusCode::UNAUTHORIZED,
+                                axum::Json(serde_json::json!({
+                                    "error": {"code": "unauthorized", "message": "invalid API key"}
+                                })),
+                            )
+                                .into_response()
+                        }
+                    }),
+                );
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        FakeBrain {
+            url,
+            _thread: thread,
+        }
     }
 }

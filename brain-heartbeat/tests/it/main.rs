@@ -1,5 +1,6 @@
 //! brain-heartbeat as a binary: against a fake Docker Engine API on a Unix socket (speaking
-//! the Engine API's JSON), with no Docker at all, and with the server unreachable.
+//! the Engine API's JSON), with no Docker at all, and with the server unreachable; and
+//! `--check` against a stand-in brain-server answering `GET /v1/whoami`.
 
 #![expect(
     clippy::unwrap_used,
@@ -9,7 +10,7 @@ mod helpers;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Box_, FakeDocker};
+use crate::helpers::{Box_, FakeBrain, FakeDocker};
 
 #[test]
 fn reports_docker_facts_and_spool_figures() {
@@ -139,4 +140,82 @@ fn bad_flags_exit_1_and_help_exits_0() {
         );
         assert!(out.stderr.is_empty(), "{flag}: {out:?}");
     }
+}
+
+/// The names of the checks with `status` in a `--check --json` report.
+fn with_status<'a>(report: &'a Value, status: &str) -> Vec<&'a str> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == status)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn check_passes_on_a_wired_box_and_sends_nothing() {
+    let brain = FakeBrain::start();
+    let docker = FakeDocker::start(json!([]), None);
+    let b = Box_::new(Some(&brain.url));
+    let (code, report) = b.check(&docker.socket);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["ok"], true);
+    assert_eq!(
+        with_status(&report, "ok"),
+        [
+            "env_file", "settings", "url", "server", "spool", "backlog", "docker"
+        ],
+        "{report:#}"
+    );
+    let server = &report["checks"][3]["detail"];
+    assert!(
+        server.as_str().unwrap().contains("customer acme"),
+        "{server}"
+    );
+    assert!(b.spooled("heartbeat").is_empty(), "--check spools nothing");
+}
+
+#[test]
+fn check_names_what_is_broken() {
+    // Nothing configured: the settings fail and the server is not asked; no Docker socket
+    // is only a warning (the heartbeat reports the Docker facts as unknown).
+    let b = Box_::new(None);
+    let (code, report) = b.check(&b.dir.path().join("no-docker.sock"));
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(with_status(&report, "fail"), ["settings"], "{report:#}");
+    assert_eq!(
+        with_status(&report, "skip"),
+        ["url", "server"],
+        "{report:#}"
+    );
+    assert_eq!(with_status(&report, "warn"), ["docker"], "{report:#}");
+
+    // A key the server refuses, and a Docker socket path that is no socket.
+    let brain = FakeBrain::start();
+    let b = Box_::new(Some(&brain.url));
+    std::fs::write(
+        b.dir.path().join("brain.env"),
+        format!(
+            "BRAIN_URL={}\nBRAIN_API_KEY=m8brain_dev_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\n",
+            brain.url
+        ),
+    )
+    .unwrap();
+    let not_a_socket = b.dir.path().join("docker.sock");
+    std::fs::write(&not_a_socket, b"").unwrap();
+    let (code, report) = b.check(&not_a_socket);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(
+        with_status(&report, "fail"),
+        ["server", "docker"],
+        "{report:#}"
+    );
+    assert!(
+        report["checks"][3]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("key refused"),
+        "{report:#}"
+    );
 }
