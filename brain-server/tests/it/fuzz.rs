@@ -6,13 +6,14 @@
 //! property-based driver ([`proptest`]) with a case budget:
 //!
 //! ```text
-//! cargo test -p brain-server --test it fuzz                       # CI: a few hundred cases, ~20 s
-//! BRAIN_FUZZ_CASES=20000 cargo test -p brain-server --test it fuzz::ingest -- --nocapture
+//! cargo test -p brain-server --test it fuzz                      # CI: 300 cases per backend, ~15 s
+//! BRAIN_FUZZ_CASES=6000 cargo test -p brain-server --test it fuzz::ingest -- --nocapture
 //! ```
 //!
 //! `BRAIN_FUZZ_CASES` is the number of random cases per backend (default
 //! [`DEFAULT_CASES`]); the driver prints how many ran and the statuses seen. The second command
-//! runs for minutes. Postgres is skipped when unusable unless `BRAIN_REQUIRE_POSTGRES=1`.
+//! runs for minutes (4 to 5 on two cores, both backends at once). Postgres is skipped when
+//! unusable unless `BRAIN_REQUIRE_POSTGRES=1`.
 //!
 //! Bodies are structured (valid envelopes of every event type with mutated fields: huge,
 //! negative and non-finite-looking numbers, unicode, NULs, lone surrogates, deep nesting,
