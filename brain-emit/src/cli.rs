@@ -223,14 +223,14 @@ pub struct DoctorArgs {
     /// The Claude Code managed-settings drop-in that should wire the hooks.
     #[arg(
         long,
-        env = "BRAIN_DROP_IN",
+        env = crate::config::BRAIN_DROP_IN,
         value_name = "PATH",
         default_value = crate::doctor::DEFAULT_DROP_IN
     )]
     pub drop_in: PathBuf,
     /// `systemctl` to ask about the heartbeat timer (default: the one on PATH, when systemd
     /// runs); for tests.
-    #[arg(long, env = "BRAIN_SYSTEMCTL", value_name = "PATH", hide = true)]
+    #[arg(long, env = crate::config::BRAIN_SYSTEMCTL, value_name = "PATH", hide = true)]
     pub systemctl: Option<PathBuf>,
 }
 

@@ -24,6 +24,14 @@ pub const SYSTEM_SPOOL_DIR: &str = "/var/lib/m8trx/brain-emit";
 /// Maximum spool size in bytes (sum of queued envelope sizes); default 512 MiB.
 pub const BRAIN_SPOOL_MAX_BYTES: &str = "BRAIN_SPOOL_MAX_BYTES";
 
+/// `brain-emit doctor`: the managed-settings drop-in to check (default
+/// [`crate::doctor::DEFAULT_DROP_IN`]); read by clap, for tests and unusual layouts.
+pub const BRAIN_DROP_IN: &str = "BRAIN_DROP_IN";
+
+/// `brain-emit doctor`: the `systemctl` to ask about the heartbeat timer; read by clap, for
+/// tests.
+pub const BRAIN_SYSTEMCTL: &str = "BRAIN_SYSTEMCTL";
+
 /// Default bound of the spool, in bytes (512 MiB).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
