@@ -7,11 +7,11 @@
 //!
 //! ```text
 //! cargo test -p brain-emit --test it fuzz                         # CI: 200 processes, ~7 s
-//! BRAIN_FUZZ_CASES=12000 cargo test -p brain-emit --test it fuzz::hooks -- --nocapture
+//! BRAIN_FUZZ_CASES=30000 cargo test -p brain-emit --test it fuzz::hooks -- --nocapture
 //! ```
 //!
 //! `BRAIN_FUZZ_CASES` is the number of random cases (default [`DEFAULT_CASES`]); the second
-//! command runs for minutes (about 4 on two cores) and prints how many ran.
+//! command runs for minutes (about 5 on two cores) and prints how many ran.
 //!
 //! Stdin is random bytes, a byte-level mutation of a real hook payload
 //! (`fixtures/claude-code/hook-payloads/`), or a real payload with mutated fields (wrong types,
