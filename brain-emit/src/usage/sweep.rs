@@ -162,8 +162,9 @@ fn llm_usage_id(session_id: &str, cumulative: &ModelUsage) -> Uuid {
     Uuid::new_v5(&LLM_USAGE_NAMESPACE, key.as_bytes())
 }
 
-/// The `llm_usage` payload of one report: cache writes of both lifetimes together, cost 0
-/// and `priced: false` for a model the price table does not know.
+/// The `llm_usage` payload of one report: cache writes of both lifetimes together (saturating:
+/// an absurd transcript then fails the payload's upper bound and is refused, never wrapped),
+/// cost 0 and `priced: false` for a model the price table does not know.
 fn usage_payload(u: &ModelUsage) -> Payload {
     let mut extra = serde_json::Map::new();
     if !u.priced {
@@ -180,7 +181,10 @@ fn usage_payload(u: &ModelUsage) -> Payload {
         input_tokens: u.input_tokens,
         output_tokens: u.output_tokens,
         cache_read_tokens: Some(u.cache_read_tokens),
-        cache_write_tokens: Some(u.cache_write_5m_tokens + u.cache_write_1h_tokens),
+        cache_write_tokens: Some(
+            u.cache_write_5m_tokens
+                .saturating_add(u.cache_write_1h_tokens),
+        ),
         cost_cents: cost,
         total_turns: u.turns,
         extra,
