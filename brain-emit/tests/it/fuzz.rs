@@ -65,8 +65,13 @@ impl Odd {
         let mut huge_line = vec![b'x'; 8 << 20];
         let huge_no_newline = write("huge-no-newline.jsonl", &huge_line);
         huge_line.push(b'\n');
-        // Counters at u64::MAX (without the 5m/1h split: see `cache_write_split_overflow`).
+        // Counters at u64::MAX, and a 5m/1h cache-write split whose sum overflows u64 (see
+        // `cache_write_split_overflow`).
         let max = u64::MAX;
+        let half = 1_u64 << 63;
+        let split = json!({"type": "assistant", "requestId": "r3", "message": {
+            "id": "m3", "model": "claude-opus-4-6", "usage": {"cache_creation": {
+                "ephemeral_5m_input_tokens": half, "ephemeral_1h_input_tokens": half}}}});
         let overflow = format!(
             "{}\n{}\n",
             json!({"type": "assistant", "requestId": "r1", "timestamp": "2026-01-01T00:00:00Z",
@@ -104,6 +109,7 @@ impl Odd {
             t.join("x".repeat(5000)),
             fixture("transcripts/short.jsonl"),
             fixture("transcripts/subagent.jsonl"),
+            write("split-overflow.jsonl", format!("{split}\n").as_bytes()),
         ];
         Odd { paths }
     }
@@ -311,7 +317,7 @@ fn field() -> impl Strategy<Value = (&'static str, Field)> {
         6 => (name.clone(), hostile().prop_map(Field::Json)),
         3 => (
             prop::sample::select(vec!["transcript_path", "agent_transcript_path"]),
-            (0_usize..13).prop_map(Field::Transcript)
+            (0_usize..14).prop_map(Field::Transcript)
         ),
         2 => (
             Just("hook_event_name"),
