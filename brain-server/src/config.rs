@@ -77,8 +77,10 @@ pub struct Limits {
     /// Longest the whole body of `POST /v1/events` may take to arrive (default 30 s: 1 MiB at
     /// 35 KB/s). Past it, 408 `body_timeout` and the connection is closed.
     pub body_read_timeout: Duration,
-    /// Most connections served at once (default 512, under the usual 1024 open files).
-    /// Further connections wait in the listen backlog, not in an open file, until one closes.
+    /// Most connections served at once (default 4096). The server also keeps it under its
+    /// open-files limit (the soft `RLIMIT_NOFILE`, less files kept for the database and logs),
+    /// so raise that limit (`LimitNOFILE=` in the unit) to serve more. Further connections
+    /// wait in the listen backlog, not in an open file, until one closes.
     pub max_connections: usize,
     /// Longest the shutdown waits for in-flight requests to finish (default 10 s); then the
     /// connections still open are closed, and the writer writes what is queued.
@@ -109,7 +111,7 @@ impl Default for Limits {
             pg_writers: 4,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
-            max_connections: 512,
+            max_connections: 4096,
             shutdown_drain: Duration::from_secs(10),
             in_flight_bytes: 256 * 1024 * 1024,
             dead_letter_raw_bytes: 64 * 1024,

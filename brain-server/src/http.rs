@@ -38,6 +38,10 @@ use crate::task;
 /// hyper's read buffer per connection, in bytes: bounds a request head (64 KiB).
 const MAX_HEAD_BUFFER: usize = 64 * 1024;
 
+/// Open files kept for everything but client connections (database pool, SQLite and WAL
+/// files, logs) when the connection limit is fitted under the open-files limit.
+const RESERVED_FILES: usize = 128;
+
 /// How long the loop pauses after `accept` fails (e.g. out of open files) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -76,7 +80,9 @@ pub(crate) async fn serve(
     gauge: Arc<ConnectionGauge>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let max_connections = connection_limit(limits.max_connections, open_files_limit());
+    tracing::info!(max_connections, "serving HTTP");
+    let slots = Arc::new(Semaphore::new(max_connections));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -138,5 +144,40 @@ pub(crate) async fn serve(
             "shutdown drain time is up; closing the connections still open"
         );
         let _ = close_all.send(true);
+    }
+}
+
+/// `configured`, kept under the open-files limit `open_files` (less [`RESERVED_FILES`]) when
+/// that is known: with more connections than open files, `accept` fails and nobody is
+/// served. At least 1.
+fn connection_limit(configured: usize, open_files: Option<usize>) -> usize {
+    let fitted = match open_files {
+        Some(files) => configured.min(files.saturating_sub(RESERVED_FILES)),
+        None => configured,
+    };
+    fitted.max(1)
+}
+
+/// This process's soft limit on open files (`Max open files` in `/proc/self/limits`); `None`
+/// when it is unlimited or cannot be read.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RESERVED_FILES, connection_limit, open_files_limit};
+
+    #[test]
+    fn the_connection_limit_fits_under_the_open_files_limit() {
+        assert_eq!(connection_limit(4096, Some(1024)), 1024 - RESERVED_FILES);
+        assert_eq!(connection_limit(4096, Some(65536)), 4096);
+        assert_eq!(connection_limit(4, Some(1024)), 4);
+        assert_eq!(connection_limit(4096, None), 4096);
+        assert_eq!(connection_limit(4096, Some(10)), 1);
+        // This process has a limit, and it is read.
+        assert!(open_files_limit().is_some_and(|n| n > 0));
     }
 }
