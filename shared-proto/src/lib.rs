@@ -10,6 +10,7 @@
 //! never re-checks.
 
 mod api;
+pub mod dashboard;
 mod event;
 mod key;
 pub mod limits;

@@ -28,12 +28,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Date the table was last checked against its source (ISO 8601).
-pub const PRICES_AS_OF: &str = "2026-11-20";
-
-/// Where the rates come from, for logs and status output.
-pub const PRICES_SOURCE: &str = "LiteLLM model_prices_and_context_window.json @ 00035b69f416 \
-     (as embedded by ccusage 20.0.24 --offline); 1h cache write = 2 x input";
+/// Date the table was last checked against its source (ISO 8601), and where the rates come
+/// from (for logs and status output). They live in `shared-proto`, so the server's cost read
+/// names the table the emitter prices with.
+pub use shared_proto::dashboard::{PRICES_AS_OF, PRICES_SOURCE};
 
 /// Bucket size, in tokens per response, above which the `above_200k` rates apply.
 pub const LONG_CONTEXT_THRESHOLD_TOKENS: u64 = 200_000;
