@@ -13,6 +13,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+mod browser;
 mod cloud_init;
 mod doctor;
 mod flush;
