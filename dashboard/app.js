@@ -60,7 +60,8 @@ function fmtMs(ms) {
   if (ms < 1000) return Math.round(ms).toLocaleString("en-US") + " ms";
   if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
   if (ms < 3600000) return (ms / 60000).toFixed(1) + " min";
-  return (ms / 3600000).toFixed(1) + " h";
+  if (ms < 172800000) return (ms / 3600000).toFixed(1) + " h";
+  return (ms / 86400000).toFixed(1) + " d";
 }
 const fmtPct = (r) => (isNum(r) ? (r * 100).toFixed(r > 0 && r < 0.001 ? 2 : 1) + " %" : "—");
 const fmtLoad = (l) => (isNum(l) ? l.toFixed(2) : "—");
@@ -80,12 +81,8 @@ function fmtAge(seconds) {
 }
 const ageOf = (ts) => (ts ? (Date.now() - Date.parse(ts)) / 1000 : null);
 const fmtAgo = (ts) => (ts ? fmtAge(ageOf(ts)) : "never");
-function fmtTime(ts) {
-  if (!ts) return "—";
-  const d = new Date(ts);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
+// UTC, as the chart's buckets are.
+const fmtTime = (ts) => (ts ? new Date(ts).toISOString().slice(0, 16).replace("T", " ") : "—");
 const short = (s, n) => (typeof s === "string" && s.length > n ? s.slice(0, n - 1) + "…" : s);
 
 // ---- the API ------------------------------------------------------------------------------------
@@ -170,6 +167,7 @@ function renderTable(table, list, cols, rows, opts = {}) {
       const shown = c.fmt ? c.fmt(raw, row) : raw === null || raw === undefined ? "—" : String(raw);
       const cls = [c.num ? "num" : "", c.cls ? c.cls(row) : ""].join(" ").trim();
       const td = c.f ? figure("td", cls, c.f, raw, shown, sample) : h("td", { class: cls }, shown);
+      if (typeof raw === "string" && typeof shown === "string" && shown !== raw) td.title = raw;
       if (c.also) {
         // A second figure in the same cell (a run's exit code beside its status, …).
         const raw2 = pointer(row, c.also.f);
@@ -351,13 +349,13 @@ async function loadCustomers(gen) {
   renderTable(p.querySelector("table"), "/customers", [
     { h: "Customer", f: "/name", fmt: (v, r) => h("span", {}, v, " ", h("span", { class: "muted" }, r.customer_id)) },
     { h: "Engagement", f: "/engagement", fmt: (v) => badge(v || "—", ENG[v] || "muted"), title: "runs in the last 7 days: high ≥ 70, medium 7–69, low 1–6" },
+    { h: "Cost", f: "/cost_cents", fmt: fmtCents, num: true },
     { h: "Runs, 7 d", f: "/runs_last_7d", fmt: fmtInt, num: true },
     { h: "Runs", f: "/runs", fmt: fmtInt, num: true },
     { h: "Failed / timed out", f: "/runs_failed", fmt: fmtInt, num: true, cls: (r) => (r.runs_failed > 0 ? "error" : ""), also: { f: "/runs_timed_out", fmt: (v) => "/ " + fmtInt(v) } },
     { h: "Tool calls", f: "/tool_calls", fmt: fmtInt, num: true },
     { h: "Tool failures", f: "/tool_failures", fmt: fmtInt, num: true },
     { h: "Error events", f: "/error_events", fmt: fmtInt, num: true },
-    { h: "Cost", f: "/cost_cents", fmt: fmtCents, num: true },
     { h: "Agents", f: "/agents", fmt: fmtInt, num: true },
     { h: "Last seen", f: "/last_seen", fmt: fmtAgo },
   ], sample ? asSample(SAMPLE.customers) : indexed(list), {
@@ -378,15 +376,15 @@ async function loadAgents(gen) {
   p.dataset.emptyWhen = "/agents";
   renderTable(p.querySelector("table"), "/agents", [
     { h: "Agent", f: "/agent_id", cls: () => "mono" },
-    { h: "Customer", f: "/customer_id" },
-    { h: "Version", f: "/agent_version", fmt: (v) => v || "—" },
+    { h: "Cost", f: "/cost_cents", fmt: fmtCents, num: true },
     { h: "Runs", f: "/runs", fmt: fmtInt, num: true },
     { h: "Failed / timed out", f: "/runs_failed", fmt: fmtInt, num: true, cls: (r) => (r.runs_failed > 0 ? "error" : ""), also: { f: "/runs_timed_out", fmt: (v) => "/ " + fmtInt(v) } },
     { h: "Tool calls", f: "/tool_calls", fmt: fmtInt, num: true },
     { h: "Tool failures", f: "/tool_failures", fmt: fmtInt, num: true },
     { h: "Error events", f: "/error_events", fmt: fmtInt, num: true },
-    { h: "Cost", f: "/cost_cents", fmt: fmtCents, num: true },
     { h: "Last seen", f: "/last_seen", fmt: fmtAgo },
+    { h: "Version", f: "/agent_version", fmt: (v) => v || "—" },
+    { h: "Customer", f: "/customer_id" },
   ], sample ? asSample(SAMPLE.agents) : indexed(list), { sample });
 }
 
@@ -408,24 +406,24 @@ async function loadTools(gen) {
   const pct = (field) => ({ h: field.h, f: field.f, fmt: fmtMs, num: true, title: "from a log histogram, within 3.1 %" });
   renderTable(p.querySelector("table.tools"), "/tools", [
     { h: "Tool", f: "/tool_name", cls: () => "mono" },
+    { h: "Calls", f: "/calls", fmt: (v) => rateBar(v, maxCalls), num: true },
+    { h: "Failure rate", f: "/failure_rate", fmt: fmtPct, num: true, cls: (r) => (r.failure_rate >= 0.05 ? "error" : "") },
+    pct({ h: "p95", f: "/p95_duration_ms" }),
+    pct({ h: "p50", f: "/p50_duration_ms" }),
+    pct({ h: "p99", f: "/p99_duration_ms" }),
+    { h: "Failures", f: "/failures", fmt: fmtInt, num: true },
     { h: "Source", f: "/tool_source", fmt: (v) => v || "—" },
     { h: "MCP server", f: "/mcp_server", fmt: (v) => v || "—" },
-    { h: "Calls", f: "/calls", fmt: (v) => rateBar(v, maxCalls), num: true },
-    { h: "Failures", f: "/failures", fmt: fmtInt, num: true },
-    { h: "Failure rate", f: "/failure_rate", fmt: fmtPct, num: true, cls: (r) => (r.failure_rate >= 0.05 ? "error" : "") },
-    pct({ h: "p50", f: "/p50_duration_ms" }),
-    pct({ h: "p95", f: "/p95_duration_ms" }),
-    pct({ h: "p99", f: "/p99_duration_ms" }),
   ], sample ? asSample(SAMPLE.tools) : indexed(tools), { sample });
   renderTable(p.querySelector("table.mcp"), "/mcp_servers", [
     { h: "MCP server", f: "/mcp_server" },
-    { h: "Tools", f: "/tools", fmt: fmtInt, num: true },
     { h: "Calls", f: "/calls", fmt: fmtInt, num: true },
-    { h: "Failures", f: "/failures", fmt: fmtInt, num: true },
     { h: "Failure rate", f: "/failure_rate", fmt: fmtPct, num: true, cls: (r) => (r.failure_rate >= 0.05 ? "error" : "") },
-    pct({ h: "p50", f: "/p50_duration_ms" }),
     pct({ h: "p95", f: "/p95_duration_ms" }),
+    pct({ h: "p50", f: "/p50_duration_ms" }),
     pct({ h: "p99", f: "/p99_duration_ms" }),
+    { h: "Failures", f: "/failures", fmt: fmtInt, num: true },
+    { h: "Tools", f: "/tools", fmt: fmtInt, num: true },
   ], sample ? asSample(SAMPLE.mcp) : indexed(mcp), {
     sample,
     none: "no MCP server was called in this window",
@@ -444,11 +442,11 @@ async function loadErrors(gen) {
   renderTable(p.querySelector("table.error-groups"), "/errors", [
     { h: "Kind", f: "/kind" },
     { h: "Events", f: "/events", fmt: fmtInt, num: true },
+    { h: "Last seen", f: "/last_seen", fmt: fmtAgo },
     { h: "Example message", f: "/example_message", cls: () => "wrap" },
     { h: "Stack", f: "/stack_hash", fmt: (v) => v || "—", cls: () => "mono" },
     { h: "Customers", f: "/customers", fmt: fmtInt, num: true },
     { h: "First seen", f: "/first_seen", fmt: fmtAgo },
-    { h: "Last seen", f: "/last_seen", fmt: fmtAgo },
   ], sample ? asSample(SAMPLE.errorGroups) : indexed(groups), {
     sample,
     none: "no error events in this window",
@@ -456,8 +454,8 @@ async function loadErrors(gen) {
   renderTable(p.querySelector("table.tool-failures"), "/tool_failures", [
     { h: "Tool", f: "/tool_name", cls: () => "mono" },
     { h: "Failures", f: "/failures", fmt: fmtInt, num: true },
-    { h: "Calls", f: "/calls", fmt: fmtInt, num: true },
     { h: "Failure rate", f: "/failure_rate", fmt: fmtPct, num: true },
+    { h: "Calls", f: "/calls", fmt: fmtInt, num: true },
     { h: "MCP server", f: "/mcp_server", fmt: (v) => v || "—" },
   ], sample ? asSample(SAMPLE.toolFailures) : indexed(fails), {
     sample,
@@ -483,15 +481,14 @@ async function loadSessions(gen) {
   const statusCell = (v) => badge((STATUS[v] || [v || "—"])[0], (STATUS[v] || [, "muted"])[1]);
   const cols = [
     { h: "Status", f: "/status", fmt: statusCell, also: { f: "/exit_code", fmt: (v) => (v === null || v === undefined ? "" : "exit " + v) } },
-    { h: "Started", f: "/first_ts", fmt: fmtTime, title: "time of the run's first event (local time)" },
-    { h: "Run", f: "/run_id", fmt: (v) => short(v, 28), cls: () => "mono" },
-    { h: "Agent", f: "/agent_id", fmt: (v) => short(v, 28), cls: () => "mono" },
-    sel.customer ? null : { h: "Customer", f: "/customer_id" },
+    { h: "Started (UTC)", f: "/first_ts", fmt: fmtTime, title: "time of the run's first event" },
     { h: "Duration", f: "/duration_ms", fmt: fmtMs, num: true },
-    { h: "Tool calls", f: "/tool_calls", fmt: fmtInt, num: true },
-    { h: "Tool failures", f: "/tool_failures", fmt: fmtInt, num: true, cls: (r) => (r.tool_failures > 0 ? "error" : "") },
-    { h: "Error events", f: "/error_events", fmt: fmtInt, num: true, cls: (r) => (r.error_events > 0 ? "error" : "") },
     { h: "Cost", f: "/cost_cents", fmt: fmtCents, num: true },
+    { h: "Tool calls / failed", f: "/tool_calls", fmt: fmtInt, num: true, also: { f: "/tool_failures", fmt: (v) => "/ " + fmtInt(v) }, cls: (r) => (r.tool_failures > 0 ? "error" : "") },
+    { h: "Error events", f: "/error_events", fmt: fmtInt, num: true, cls: (r) => (r.error_events > 0 ? "error" : "") },
+    { h: "Agent", f: "/agent_id", fmt: (v) => short(v, 24), cls: () => "mono" },
+    { h: "Run", f: "/run_id", fmt: (v) => short(v, 24), cls: () => "mono", title: "run id (hover for the whole id)" },
+    sel.customer ? null : { h: "Customer", f: "/customer_id" },
     { h: "Models", get: (r) => (r.models || []).map((m) => m.model).join(", "), fmt: (v) => v || "—" },
   ].filter(Boolean);
   const rows = sample ? asSample(SAMPLE.runs) : indexed(list);
@@ -526,14 +523,14 @@ async function loadFleet(gen) {
   renderTable(p.querySelector("table.fleet"), "/agents", [
     { h: "State", f: "/stale", fmt: (v) => (v ? badge("stale", "bad") : badge("ok", "ok")) },
     { h: "Box (agent)", f: "/agent_id", cls: () => "mono" },
-    { h: "Customer", f: "/customer_id" },
     { h: "Last heartbeat", f: "/last_heartbeat", fmt: fmtAgo },
-    { h: "Load 1 m", f: "/host_load_1m", fmt: fmtLoad, num: true },
-    { h: "Runtimes", f: "/agent_runtime_count", fmt: fmtInt, num: true },
     { h: "Spool depth", f: "/spool_depth", fmt: fmtInt, num: true, cls: (r) => (r.spool_depth > 1000 ? "error" : "") },
     { h: "Dropped", f: "/spool_dropped", fmt: fmtInt, num: true, cls: (r) => (r.spool_dropped > 0 ? "error" : "") },
-    { h: "Uptime", f: "/paperclip_uptime_s", fmt: (v) => (isNum(v) ? fmtMs(v * 1000) : "—"), num: true },
+    { h: "Customer", f: "/customer_id" },
+    { h: "Load 1 m", f: "/host_load_1m", fmt: fmtLoad, num: true },
+    { h: "Runtimes", f: "/agent_runtime_count", fmt: fmtInt, num: true },
     { h: "Versions", get: (r) => versions(r.versions) },
+    { h: "Uptime", f: "/paperclip_uptime_s", fmt: (v) => (isNum(v) ? fmtMs(v * 1000) : "—"), num: true },
   ], rows, { sample, rowClass: (r) => (r.stale ? "bad" : ""), none: "no box has sent a heartbeat" });
 }
 
@@ -618,9 +615,16 @@ function drawCost(el, points, since, until, bucket) {
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
     legend: { live: true },
     cursor: { points: { show: false } },
-    scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 100] } },
+    scales: {
+      x: { time: true, range: (u, min, max) => [min - STEP_S[bucket] * 0.6, max + STEP_S[bucket] * 0.6] },
+      y: { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 100] },
+    },
     axes: [
-      { stroke: "#6b7580", grid: { stroke: "#eef0f3" }, size: 48 },
+      {
+        stroke: "#6b7580", grid: { stroke: "#eef0f3" }, size: 40,
+        incrs: bucket === "hour" ? [3600, 7200, 10800, 21600, 43200, 86400] : [86400, 172800, 604800, 1209600, 2419200],
+        values: (u, splits) => splits.map((t) => fmtTick(t, bucket)),
+      },
       { stroke: "#6b7580", grid: { stroke: "#eef0f3" }, values: (u, vals) => vals.map((v) => "$" + (v / 100).toLocaleString("en-US", { maximumFractionDigits: v < 1000 ? 2 : 0 })), size: 64 },
     ],
     series: [
@@ -640,6 +644,14 @@ function drawCost(el, points, since, until, bucket) {
   if (costChart) costChart.destroy();
   el.replaceChildren();
   costChart = new uPlot(opts, data, el);
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+function fmtTick(t, bucket) {
+  const d = new Date(t * 1000);
+  const day = MONTHS[d.getUTCMonth()] + " " + d.getUTCDate();
+  if (bucket !== "hour" || t % 86400 === 0) return day;
+  return String(d.getUTCHours()).padStart(2, "0") + ":00";
 }
 
 function fmtBucket(t, bucket) {
