@@ -408,8 +408,8 @@ async function loadTools(gen) {
     { h: "Tool", f: "/tool_name", cls: () => "mono" },
     { h: "Calls", f: "/calls", fmt: (v) => rateBar(v, maxCalls), num: true },
     { h: "Failure rate", f: "/failure_rate", fmt: fmtPct, num: true, cls: (r) => (r.failure_rate >= 0.05 ? "error" : "") },
-    pct({ h: "p95", f: "/p95_duration_ms" }),
     pct({ h: "p50", f: "/p50_duration_ms" }),
+    pct({ h: "p95", f: "/p95_duration_ms" }),
     pct({ h: "p99", f: "/p99_duration_ms" }),
     { h: "Failures", f: "/failures", fmt: fmtInt, num: true },
     { h: "Source", f: "/tool_source", fmt: (v) => v || "—" },
@@ -419,8 +419,8 @@ async function loadTools(gen) {
     { h: "MCP server", f: "/mcp_server" },
     { h: "Calls", f: "/calls", fmt: fmtInt, num: true },
     { h: "Failure rate", f: "/failure_rate", fmt: fmtPct, num: true, cls: (r) => (r.failure_rate >= 0.05 ? "error" : "") },
-    pct({ h: "p95", f: "/p95_duration_ms" }),
     pct({ h: "p50", f: "/p50_duration_ms" }),
+    pct({ h: "p95", f: "/p95_duration_ms" }),
     pct({ h: "p99", f: "/p99_duration_ms" }),
     { h: "Failures", f: "/failures", fmt: fmtInt, num: true },
     { h: "Tools", f: "/tools", fmt: fmtInt, num: true },
@@ -486,10 +486,10 @@ async function loadSessions(gen) {
     { h: "Cost", f: "/cost_cents", fmt: fmtCents, num: true },
     { h: "Tool calls / failed", f: "/tool_calls", fmt: fmtInt, num: true, also: { f: "/tool_failures", fmt: (v) => "/ " + fmtInt(v) }, cls: (r) => (r.tool_failures > 0 ? "error" : "") },
     { h: "Error events", f: "/error_events", fmt: fmtInt, num: true, cls: (r) => (r.error_events > 0 ? "error" : "") },
-    { h: "Agent", f: "/agent_id", fmt: (v) => short(v, 24), cls: () => "mono" },
-    { h: "Run", f: "/run_id", fmt: (v) => short(v, 24), cls: () => "mono", title: "run id (hover for the whole id)" },
+    { h: "Agent", f: "/agent_id", fmt: (v) => short(v, 22), cls: () => "mono" },
+    { h: "Run", f: "/run_id", fmt: (v) => short(v, 20), cls: () => "mono", title: "run id (hover for the whole id)" },
     sel.customer ? null : { h: "Customer", f: "/customer_id" },
-    { h: "Models", get: (r) => (r.models || []).map((m) => m.model).join(", "), fmt: (v) => v || "—" },
+    { h: "Models", get: (r) => (r.models || []).map((m) => m.model.replace(/^claude-/, "")).join(", "), fmt: (v) => v || "—" },
   ].filter(Boolean);
   const rows = sample ? asSample(SAMPLE.runs) : indexed(list);
   renderTable(p.querySelector("table.runs"), "/sessions", cols, rows, {

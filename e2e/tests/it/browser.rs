@@ -212,6 +212,9 @@ fn hand_made(agent: &str, salt: u64) -> Vec<Value> {
     v
 }
 
+/// A customer name that would run script if the page parsed API strings as HTML.
+const HOSTILE_NAME: &str = "<img src=x onerror=\"window.pwned=1\">Evil & <b>Co</b>";
+
 /// Posts `events` with `key`; every one must be accepted.
 fn post_events(server: &Server, key: &str, events: &[Value]) {
     let resp = reqwest::blocking::Client::new()
@@ -266,6 +269,16 @@ fn server_with_data(backend: Backend) -> Option<Server> {
         );
         post_events(&server, &key, &hand_made(agent, salt));
     }
+    // A customer whose name is markup: the page must show it as text.
+    let out = server
+        .command(&["mint-key", "evil", HOSTILE_NAME])
+        .output()
+        .expect("run brain-server mint-key");
+    assert!(
+        out.status.success(),
+        "mint-key evil: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some(server)
 }
 
@@ -435,6 +448,39 @@ impl Browser {
         let png = self.client.screenshot().await.expect("screenshot");
         std::fs::write(dir.join(format!("{name}-full.png")), png).expect("save screenshot");
         self.viewport(width, height, mobile).await;
+    }
+
+    /// Types `token` into the token form and submits it.
+    async fn login(&self, token: &str) {
+        let input = self
+            .client
+            .wait()
+            .for_element(Locator::Id("token"))
+            .await
+            .expect("the token field");
+        input.send_keys(token).await.expect("type the token");
+        self.client
+            .find(Locator::Css("#login-form button[type=submit]"))
+            .await
+            .expect("the submit button")
+            .click()
+            .await
+            .expect("submit");
+        // The form's answer: the dashboard, or the form again with a message.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let state = self
+                .js("return [document.getElementById('login').hidden, !document.getElementById('login-error').hidden, document.body.dataset.loaded || ''];")
+                .await;
+            if state[1] == json!(true) || state[2] != json!("") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer to the token form: {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Picks `value` in the `<select id=…>`.
@@ -756,6 +802,31 @@ fn dashboard_shows_the_apis_figures(backend: Backend) {
             json!(true),
             "the cost chart is drawn"
         );
+        // Strings from the API are text, never markup.
+        let markup = b
+            .js(r#"return {
+                pwned: window.pwned === undefined ? null : window.pwned,
+                elements: document.querySelectorAll('main img, main b, #customer img').length,
+                option: [...document.querySelectorAll('#customer option')].map((o) => o.textContent).find((t) => t.includes('Evil')) || null,
+                message: [...document.querySelectorAll('table.error-groups [data-field="/example_message"]')].map((e) => e.textContent).find((t) => t.includes('spool')) || null,
+            };"#)
+            .await;
+        assert_eq!(markup["pwned"], json!(null), "a customer name ran script");
+        assert_eq!(
+            markup["elements"],
+            json!(0),
+            "API strings became elements: {markup}"
+        );
+        assert_eq!(
+            markup["option"],
+            json!(format!("{HOSTILE_NAME} (evil)")),
+            "the picker shows the name as text"
+        );
+        assert_eq!(
+            markup["message"],
+            json!("brain-emit: spool is locked <b>by</b> another writer"),
+            "the error example is shown as text"
+        );
         // Failed and timed-out runs are marked.
         let marked = b
             .js(
@@ -877,10 +948,32 @@ fn empty_database_shows_labelled_samples() {
     block_on(async {
         let b = Browser::open(&driver).await;
         b.viewport(1280, 800, false).await;
+        // No token yet: the page asks for it; a wrong one is refused, the right one opens it.
         b.client
-            .goto(&format!("{base}/#token={ADMIN_TOKEN}"))
+            .goto(&format!("{base}/"))
             .await
             .expect("open the page");
+        let shown = "return [document.getElementById('login').hidden, document.getElementById('app').hidden];";
+        assert_eq!(
+            b.js(shown).await,
+            json!([false, true]),
+            "the token form first"
+        );
+        b.login("not-the-token").await;
+        let refused = b
+            .js("const e = document.getElementById('login-error'); return e.hidden ? null : e.textContent;")
+            .await;
+        assert!(
+            refused.as_str().is_some_and(|t| t.contains("refused")),
+            "a wrong token is refused: {refused}"
+        );
+        assert_eq!(b.js(shown).await, json!([false, true]), "and asked again");
+        b.login(ADMIN_TOKEN).await;
+        b.wait_loaded(&loaded("", "24h", "")).await;
+        assert_eq!(b.js(shown).await, json!([true, false]), "the dashboard");
+        // A 401 in the console is the wrong token's answer, not a script error.
+        b.console().await;
+        b.client.refresh().await.expect("reload");
         b.wait_loaded(&loaded("", "24h", "")).await;
         assert_no_script_errors(&b, "empty").await;
         let panels = assert_page_matches_api(&b, &base, "empty", &loaded("", "24h", "")).await;
