@@ -32,6 +32,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The configuration overrides of this command line: the global flags, plus
+    /// `session.start --paperclip-run-id` (a candidate for the run id).
+    pub fn overrides(&self) -> Overrides {
+        let mut overrides = self.global.overrides();
+        if let Command::SessionStart(args) = &self.command {
+            overrides
+                .paperclip_run_id
+                .clone_from(&args.paperclip_run_id);
+        }
+        overrides
+    }
+}
+
 /// Flags accepted by every subcommand.
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
@@ -47,7 +61,8 @@ pub struct GlobalArgs {
     /// Agent id [env: BRAIN_AGENT_ID, PAPERCLIP_AGENT_ID].
     #[arg(long, global = true, value_name = "ID")]
     pub agent_id: Option<String>,
-    /// Run id [env: BRAIN_RUN_ID, PAPERCLIP_RUN_ID; hooks fall back to the Claude session id].
+    /// Run id [env: BRAIN_RUN_ID; then session.start's --paperclip-run-id, PAPERCLIP_RUN_ID;
+    /// hooks fall back to the Claude session id].
     #[arg(long, global = true, value_name = "ID")]
     pub run_id: Option<String>,
 }
@@ -61,6 +76,7 @@ impl GlobalArgs {
             spool: self.spool.clone(),
             agent_id: self.agent_id.clone(),
             run_id: self.run_id.clone(),
+            paperclip_run_id: None,
         }
     }
 }
@@ -135,7 +151,8 @@ pub const HOOK_COMMANDS: [&str; 6] = [
 /// `session.start` flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SessionStartArgs {
-    /// Paperclip's run id (default: the configured run id).
+    /// Paperclip's run id (default: the configured run id); also the event's run id when
+    /// neither --run-id nor BRAIN_RUN_ID gives one and it is a valid run id.
     #[arg(long, value_name = "ID")]
     pub paperclip_run_id: Option<String>,
     /// What kind of agent runs.
@@ -262,6 +279,30 @@ mod tests {
         };
         assert_eq!(a.status, SessionStatus::Failed);
         assert_eq!(a.exit_code, -1);
+    }
+
+    #[test]
+    fn paperclip_run_id_is_a_run_id_override_of_session_start_only() {
+        let cli =
+            Cli::try_parse_from(["brain-emit", "session.start", "--paperclip-run-id", "run_1"])
+                .unwrap();
+        let o = cli.overrides();
+        assert_eq!(o.paperclip_run_id.as_deref(), Some("run_1"));
+        assert_eq!(o.run_id, None);
+        let cli = Cli::try_parse_from([
+            "brain-emit",
+            "--run-id",
+            "r2",
+            "session.end",
+            "--status",
+            "success",
+            "--exit-code",
+            "0",
+        ])
+        .unwrap();
+        let o = cli.overrides();
+        assert_eq!(o.paperclip_run_id, None);
+        assert_eq!(o.run_id.as_deref(), Some("r2"));
     }
 
     #[test]

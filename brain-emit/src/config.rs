@@ -48,6 +48,10 @@ pub struct Overrides {
     pub agent_id: Option<String>,
     /// `--run-id`.
     pub run_id: Option<String>,
+    /// `session.start --paperclip-run-id`: Paperclip's run id, which is also the envelope's
+    /// run id when no `--run-id` or `BRAIN_RUN_ID` names one and it is a valid run id (see
+    /// [`Settings::run_id`]).
+    pub paperclip_run_id: Option<String>,
 }
 
 /// Where the agent id came from.
@@ -101,8 +105,14 @@ pub struct Settings {
     pub agent_id: AgentId,
     /// Where [`Settings::agent_id`] came from.
     pub agent_id_source: AgentIdSource,
-    /// The configured run id (`BRAIN_RUN_ID`, then `PAPERCLIP_RUN_ID`); hook events fall back
-    /// to the Claude session id when this is `None`.
+    /// The run id put on every event: the first valid one of `--run-id`, `BRAIN_RUN_ID`,
+    /// `session.start --paperclip-run-id`, `PAPERCLIP_RUN_ID`; hook events fall back to the
+    /// Claude session id when this is `None`.
+    ///
+    /// `BRAIN_RUN_ID` outranks `--paperclip-run-id` because it is what the Claude Code hooks
+    /// of the run see (the isolate wrapper exports it to the agent): the wrapper's
+    /// `session.start` must carry the same run id as the hooks' events to join them. Both
+    /// Paperclip sources (flag, then variable) come after the Brain ones.
     pub run_id: Option<RunId>,
     /// Path of the SQLite spool file.
     pub spool_path: PathBuf,
@@ -150,24 +160,7 @@ impl Settings {
 
         let (agent_id, agent_id_source) = resolve_agent_id(flags, sources, &mut warnings);
 
-        let run_id = [
-            flags.run_id.clone().map(|v| ("--run-id", v)),
-            sources
-                .get(env_vars::BRAIN_RUN_ID)
-                .map(|v| (env_vars::BRAIN_RUN_ID, v)),
-            sources
-                .get(env_vars::PAPERCLIP_RUN_ID)
-                .map(|v| (env_vars::PAPERCLIP_RUN_ID, v)),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(|(name, v)| match RunId::parse(v.trim()) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                warnings.push(format!("ignoring run id from {name}: it {e}"));
-                None
-            }
-        });
+        let run_id = resolve_run_id(flags, sources, &mut warnings);
 
         let spool_path = flags
             .spool
@@ -200,6 +193,27 @@ impl Settings {
         }
     }
 
+    /// Resolves settings from `flags`, an env file holding `file` and an environment holding
+    /// only `env`, with no I/O; for tests.
+    #[cfg(test)]
+    pub(crate) fn resolve_for_test(
+        flags: &Overrides,
+        file: &str,
+        env: &[(&str, &str)],
+    ) -> Settings {
+        let sources = Sources {
+            file: parse_env_file(file),
+            file_path: PathBuf::from("/test/brain.env"),
+            file_from_variable: true,
+            file_error: None,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        Settings::resolve_from(flags, &sources)
+    }
+
     /// True when both a URL and an API key are configured, i.e. a flush can be attempted.
     pub fn can_deliver(&self) -> bool {
         self.url.is_some() && self.api_key.is_some()
@@ -217,6 +231,43 @@ impl Settings {
             ..crate::spool::SpoolOptions::default()
         }
     }
+}
+
+/// The first valid run id of `--run-id`, `BRAIN_RUN_ID`, `--paperclip-run-id`,
+/// `PAPERCLIP_RUN_ID` (see [`Settings::run_id`]). An invalid value is skipped with a warning,
+/// except `--paperclip-run-id`'s: that flag is first the payload's `paperclip_run_id`, which
+/// takes any text, so an id that cannot be a run id is only not used for the envelope.
+fn resolve_run_id(
+    flags: &Overrides,
+    sources: &Sources,
+    warnings: &mut Vec<String>,
+) -> Option<RunId> {
+    let candidates = [
+        flags.run_id.clone().map(|v| ("--run-id", v, true)),
+        sources
+            .get(env_vars::BRAIN_RUN_ID)
+            .map(|v| (env_vars::BRAIN_RUN_ID, v, true)),
+        flags
+            .paperclip_run_id
+            .clone()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| ("--paperclip-run-id", v, false)),
+        sources
+            .get(env_vars::PAPERCLIP_RUN_ID)
+            .map(|v| (env_vars::PAPERCLIP_RUN_ID, v, true)),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|(name, v, warn)| match RunId::parse(v.trim()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                if warn {
+                    warnings.push(format!("ignoring run id from {name}: it {e}"));
+                }
+                None
+            }
+        })
 }
 
 fn resolve_agent_id(
@@ -433,6 +484,113 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         }
+    }
+
+    /// The resolved run id and the warnings, for `flags` over `file` and `env`.
+    fn run_id_of(
+        run_id: Option<&str>,
+        paperclip_run_id: Option<&str>,
+        file: &str,
+        env: &[(&str, &str)],
+    ) -> (Option<String>, Vec<String>) {
+        let flags = Overrides {
+            run_id: run_id.map(str::to_owned),
+            paperclip_run_id: paperclip_run_id.map(str::to_owned),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve_for_test(&flags, file, env);
+        (
+            settings.run_id.map(|r| r.as_str().to_owned()),
+            settings.warnings,
+        )
+    }
+
+    #[test]
+    fn run_id_precedence() {
+        let all_env = [("BRAIN_RUN_ID", "run_env"), ("PAPERCLIP_RUN_ID", "pc_env")];
+        // --run-id > BRAIN_RUN_ID > --paperclip-run-id > PAPERCLIP_RUN_ID.
+        // (--run-id, --paperclip-run-id, environment, the run id).
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+        );
+        let cases: [Case<'_>; 6] = [
+            (
+                Some("run_flag"),
+                Some("pc_flag"),
+                &all_env,
+                Some("run_flag"),
+            ),
+            (None, Some("pc_flag"), &all_env, Some("run_env")),
+            (None, Some("pc_flag"), &all_env[1..], Some("pc_flag")),
+            (None, None, &all_env[1..], Some("pc_env")),
+            // The wrapper's case that left the envelope without a run: the flag alone.
+            (None, Some("run_1"), &[], Some("run_1")),
+            (None, None, &[], None),
+        ];
+        for (run_id, paperclip, env, want) in cases {
+            let (got, warnings) = run_id_of(run_id, paperclip, "", env);
+            assert_eq!(
+                got.as_deref(),
+                want,
+                "--run-id {run_id:?}, --paperclip-run-id {paperclip:?}, env {env:?}"
+            );
+            assert!(warnings.is_empty(), "{warnings:?}");
+        }
+    }
+
+    #[test]
+    fn run_id_environment_outranks_the_env_file_per_variable() {
+        let (got, _) = run_id_of(None, None, "BRAIN_RUN_ID=run_file", &[]);
+        assert_eq!(got.as_deref(), Some("run_file"));
+        let (got, _) = run_id_of(
+            None,
+            None,
+            "BRAIN_RUN_ID=run_file",
+            &[("BRAIN_RUN_ID", "run_env")],
+        );
+        assert_eq!(got.as_deref(), Some("run_env"));
+        // A Brain variable in the file still outranks the Paperclip flag and variable.
+        let (got, _) = run_id_of(
+            None,
+            Some("pc_flag"),
+            "BRAIN_RUN_ID=run_file",
+            &[("PAPERCLIP_RUN_ID", "pc_env")],
+        );
+        assert_eq!(got.as_deref(), Some("run_file"));
+    }
+
+    #[test]
+    fn invalid_run_ids_are_skipped() {
+        // An invalid --paperclip-run-id is only the payload's: skipped silently.
+        let (got, warnings) = run_id_of(None, Some("run/1 with spaces"), "", &[]);
+        assert_eq!(got, None);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (got, warnings) = run_id_of(
+            None,
+            Some(&"r".repeat(129)),
+            "",
+            &[("PAPERCLIP_RUN_ID", "pc_env")],
+        );
+        assert_eq!(got.as_deref(), Some("pc_env"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // An invalid configured one is skipped with a warning naming its source.
+        let (got, warnings) = run_id_of(
+            Some("bad id"),
+            Some("pc_flag"),
+            "",
+            &[("BRAIN_RUN_ID", "bad/env")],
+        );
+        assert_eq!(got.as_deref(), Some("pc_flag"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("--run-id"), "{warnings:?}");
+        assert!(warnings[1].contains("BRAIN_RUN_ID"), "{warnings:?}");
+        // Blank means not given.
+        let (got, warnings) = run_id_of(None, Some("  "), "", &[("BRAIN_RUN_ID", "")]);
+        assert_eq!(got, None);
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

@@ -27,3 +27,40 @@ pub(crate) fn event(
         .or_else(|| session_id.and_then(|s| RunId::parse(s).ok()));
     Event::new(id, ts, settings.agent_id.clone(), run_id, payload).context("building the event")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use shared_proto::ErrorPayload;
+
+    fn run_of(env: &[(&str, &str)], session_id: Option<&str>) -> Option<String> {
+        let settings = Settings::resolve_for_test(&Overrides::default(), "", env);
+        let payload = Payload::Error(ErrorPayload {
+            kind: "k".into(),
+            message_120c: "m".into(),
+            ..ErrorPayload::default()
+        });
+        event(&settings, session_id, Utc::now(), Uuid::new_v4(), payload)
+            .expect("valid event")
+            .run_id()
+            .map(|r| r.as_str().to_owned())
+    }
+
+    #[test]
+    fn hook_events_take_the_configured_run_id_before_the_session_id() {
+        // The isolate wrapper exports BRAIN_RUN_ID: the hooks' events join its run.
+        assert_eq!(
+            run_of(&[("BRAIN_RUN_ID", "run_w")], Some("sess_1")).as_deref(),
+            Some("run_w")
+        );
+        assert_eq!(
+            run_of(&[("PAPERCLIP_RUN_ID", "run_p")], Some("sess_1")).as_deref(),
+            Some("run_p")
+        );
+        // Nothing configured: the Claude session id, when it is a valid run id.
+        assert_eq!(run_of(&[], Some("sess_1")).as_deref(), Some("sess_1"));
+        assert_eq!(run_of(&[], Some("not a run id")), None);
+        assert_eq!(run_of(&[], None), None);
+    }
+}

@@ -103,7 +103,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing();
-    let settings = Settings::resolve(&cli.global.overrides());
+    let settings = Settings::resolve(&cli.overrides());
     match &cli.command {
         Command::Flush(args) => run_flush(&settings, args),
         Command::Status(args) => run_status(&settings, args),
@@ -114,7 +114,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
 }
 
 fn run_hook(cli: &Cli) {
-    let overrides = cli.global.overrides();
+    let overrides = cli.overrides();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let settings = Settings::resolve(&overrides);
         let result = hooks::run(&cli.command, &settings, std::io::stdin().lock());

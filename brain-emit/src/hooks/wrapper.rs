@@ -85,6 +85,84 @@ pub(super) fn error_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Overrides;
+
+    /// `session.start` as `run_hook` resolves it: `--paperclip-run-id` is among the
+    /// overrides.
+    fn start(paperclip: Option<&str>, env: &[(&str, &str)]) -> Event {
+        let args = SessionStartArgs {
+            paperclip_run_id: paperclip.map(str::to_owned),
+            ..SessionStartArgs::default()
+        };
+        let flags = Overrides {
+            paperclip_run_id: args.paperclip_run_id.clone(),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve_for_test(&flags, "", env);
+        session_start(&settings, &args, Utc::now()).expect("session.start builds")
+    }
+
+    fn run_of(e: &Event) -> Option<&str> {
+        e.run_id().map(|r| r.as_str())
+    }
+
+    fn paperclip_of(e: &Event) -> serde_json::Value {
+        e.payload_value()["paperclip_run_id"].clone()
+    }
+
+    #[test]
+    fn paperclip_run_id_flag_is_the_envelope_run_id() {
+        // The issue: `session.start --paperclip-run-id run_1` stored run_id NULL.
+        let e = start(Some("run_1"), &[]);
+        assert_eq!(run_of(&e), Some("run_1"));
+        assert_eq!(paperclip_of(&e), "run_1");
+    }
+
+    #[test]
+    fn brain_run_id_keeps_start_joined_with_the_hooks() {
+        // The hooks see BRAIN_RUN_ID: the start carries it; the payload keeps Paperclip's id.
+        let e = start(Some("pc_1"), &[("BRAIN_RUN_ID", "run_brain")]);
+        assert_eq!(run_of(&e), Some("run_brain"));
+        assert_eq!(paperclip_of(&e), "pc_1");
+        // Without the flag the payload defaults to the run id.
+        let e = start(None, &[("PAPERCLIP_RUN_ID", "pc_env")]);
+        assert_eq!(run_of(&e), Some("pc_env"));
+        assert_eq!(paperclip_of(&e), "pc_env");
+    }
+
+    #[test]
+    fn invalid_paperclip_run_id_stays_in_the_payload() {
+        let e = start(Some("run/1 bad"), &[]);
+        assert_eq!(run_of(&e), None, "not a valid run id: no envelope run id");
+        assert_eq!(paperclip_of(&e), "run/1 bad");
+        let e = start(Some("run/1 bad"), &[("PAPERCLIP_RUN_ID", "pc_env")]);
+        assert_eq!(run_of(&e), Some("pc_env"));
+        assert_eq!(paperclip_of(&e), "run/1 bad");
+    }
+
+    #[test]
+    fn session_end_and_error_carry_the_configured_run_id() {
+        let settings = Settings::resolve_for_test(
+            &Overrides::default(),
+            "",
+            &[("PAPERCLIP_RUN_ID", "run_pc")],
+        );
+        let end = SessionEndArgs {
+            status: shared_proto::SessionStatus::Success,
+            exit_code: 0,
+            duration_ms: Some(1),
+            started_at: None,
+        };
+        let e = session_end(&settings, &end, Utc::now()).expect("session.end builds");
+        assert_eq!(run_of(&e), Some("run_pc"));
+        let err = ErrorArgs {
+            kind: "wrapper_failed".into(),
+            message: "x".into(),
+            stack_hash: None,
+        };
+        let e = error_event(&settings, &err, Utc::now()).expect("error builds");
+        assert_eq!(run_of(&e), Some("run_pc"));
+    }
 
     #[test]
     fn started_at_forms() {

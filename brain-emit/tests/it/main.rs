@@ -409,6 +409,30 @@ fn session_hooks_and_error_build_valid_events() {
     );
 }
 
+/// Issue 7 item 6: `session.start --paperclip-run-id run_1` with no run id configured stored
+/// `run_id` NULL. The flag is the envelope's run id when it can be one; when it cannot, it
+/// stays in the payload only, the event is still queued, and no hook problem is recorded.
+#[test]
+fn paperclip_run_id_flag_sets_the_run_id() {
+    let sb = Sandbox::new();
+    sb.hook(&["session.start", "--paperclip-run-id", "run_1"], b"");
+    sb.hook(
+        &["session.start", "--paperclip-run-id", "paperclip run/1"],
+        b"",
+    );
+    let rows = sb.rows();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["run_id"], "run_1");
+    assert_eq!(rows[0]["payload"]["paperclip_run_id"], "run_1");
+    assert!(
+        rows[1].get("run_id").is_none_or(Value::is_null),
+        "{}",
+        rows[1]
+    );
+    assert_eq!(rows[1]["payload"]["paperclip_run_id"], "paperclip run/1");
+    assert_eq!(sb.hook_log(), "", "no hook problem");
+}
+
 /// Per-model sums of the queued llm_usage events: (input, output, cache read, cache write,
 /// cost cents, turns).
 fn usage_sums(rows: &[Value]) -> BTreeMap<String, (u64, u64, u64, u64, f64, u64)> {

@@ -5,6 +5,7 @@
 //! The binaries are this package's `e2e-brain-server` and `e2e-brain-emit` (see `src/bin/`),
 //! which cargo builds before it runs these tests.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::net::TcpListener;
@@ -246,6 +247,57 @@ impl Server {
             all_text.push('\n');
         }
         Stored { events, all_text }
+    }
+}
+
+/// How a server's stored events fall into runs: agent id → run id (`None` for NULL) → event
+/// type → count.
+pub(crate) type RunsByAgent = BTreeMap<String, BTreeMap<Option<String>, BTreeMap<String, i64>>>;
+
+impl Server {
+    /// The stored events counted per agent, run id and event type, grouped by the server's
+    /// own database (SQLite file or Postgres), not through the server: the join a run read
+    /// makes.
+    pub(crate) fn runs_by_agent(&self) -> RunsByAgent {
+        const SQL: &str = "SELECT agent_id, run_id, event_type, COUNT(*) FROM events \
+                           GROUP BY agent_id, run_id, event_type";
+        let rows: Vec<(String, Option<String>, String, i64)> = block_on(async {
+            match &self.pg {
+                None => {
+                    let path = self.data_dir.path().join("brain.db");
+                    let mut conn =
+                        sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                            .await
+                            .expect("open the server's SQLite file");
+                    let rows = sqlx::query_as(SQL)
+                        .fetch_all(&mut conn)
+                        .await
+                        .expect("count events per run");
+                    let _ = conn.close().await;
+                    rows
+                }
+                Some(db) => {
+                    let mut conn = sqlx::PgConnection::connect(&db.url)
+                        .await
+                        .expect("connect to the server's Postgres database");
+                    let rows = sqlx::query_as(SQL)
+                        .fetch_all(&mut conn)
+                        .await
+                        .expect("count events per run");
+                    let _ = conn.close().await;
+                    rows
+                }
+            }
+        });
+        let mut out = RunsByAgent::new();
+        for (agent, run, event_type, n) in rows {
+            out.entry(agent)
+                .or_default()
+                .entry(run)
+                .or_default()
+                .insert(event_type, n);
+        }
+        out
     }
 }
 

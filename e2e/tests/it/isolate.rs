@@ -33,9 +33,14 @@ struct Case {
     exit_code: i64,
     /// Bounds of the reported duration, ms.
     duration_ms: (u64, u64),
+    /// `PAPERCLIP_RUN_ID`; `None`: `run_isolate_<name>`, which the run's events must carry.
+    /// `Some`: an id that cannot be a run id, so the wrapper makes one up for the run.
+    bad_paperclip_run_id: Option<&'static str>,
+    /// The agent also fires a Stop hook (`llm-usage`) and reports an error (`error`).
+    stop_hook: bool,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 7] = [
     Case {
         name: "exit0",
         mode: "exit0",
@@ -44,6 +49,8 @@ const CASES: [Case; 5] = [
         status: "success",
         exit_code: 0,
         duration_ms: (0, 20_000),
+        bad_paperclip_run_id: None,
+        stop_hook: false,
     },
     Case {
         name: "exit1",
@@ -53,6 +60,8 @@ const CASES: [Case; 5] = [
         status: "failed",
         exit_code: 1,
         duration_ms: (0, 20_000),
+        bad_paperclip_run_id: None,
+        stop_hook: false,
     },
     Case {
         name: "timeout",
@@ -62,6 +71,8 @@ const CASES: [Case; 5] = [
         status: "timeout",
         exit_code: 124,
         duration_ms: (1_000, 20_000),
+        bad_paperclip_run_id: None,
+        stop_hook: false,
     },
     Case {
         name: "sigterm",
@@ -71,6 +82,8 @@ const CASES: [Case; 5] = [
         status: "failed",
         exit_code: 143,
         duration_ms: (0, 20_000),
+        bad_paperclip_run_id: None,
+        stop_hook: false,
     },
     Case {
         name: "cancelled",
@@ -80,6 +93,30 @@ const CASES: [Case; 5] = [
         status: "failed",
         exit_code: 143,
         duration_ms: (300, 20_000),
+        bad_paperclip_run_id: None,
+        stop_hook: false,
+    },
+    Case {
+        name: "stop_hook",
+        mode: "exit0",
+        time_limit: 60,
+        cancel: false,
+        status: "success",
+        exit_code: 0,
+        duration_ms: (0, 20_000),
+        bad_paperclip_run_id: None,
+        stop_hook: true,
+    },
+    Case {
+        name: "bad_run_id",
+        mode: "exit1",
+        time_limit: 60,
+        cancel: false,
+        status: "failed",
+        exit_code: 1,
+        duration_ms: (0, 20_000),
+        bad_paperclip_run_id: Some("paperclip run/42 (not a run id)"),
+        stop_hook: true,
     },
 ];
 
@@ -130,7 +167,12 @@ fn run_case(
             .unwrap_or_default()
     );
     cmd.env("PATH", path)
-        .env("PAPERCLIP_RUN_ID", run_id(case))
+        .env(
+            "PAPERCLIP_RUN_ID",
+            case.bad_paperclip_run_id
+                .map_or_else(|| run_id(case), str::to_owned),
+        )
+        .env("AGENT_STOP_HOOK", if case.stop_hook { "1" } else { "0" })
         .env("M8TRX_RUN_TIMEOUT", case.time_limit.to_string())
         .env("AGENT_READY", &ready)
         .env("TMPDIR", &tmp)
@@ -171,21 +213,38 @@ fn run_id(case: &Case) -> String {
     format!("run_isolate_{}", case.name)
 }
 
+fn agent_id(case: &Case) -> String {
+    format!("agent_isolate_{}", case.name)
+}
+
 fn session_id(case: &Case) -> String {
     format!("sess_isolate_{}", case.name)
 }
 
-/// Every way a run ends, through the patched wrapper: the wrapper exits as the agent did and
-/// adds nothing to its stdout; the server holds, under the run's one `run_id`, one
-/// `session.start`, the agent's tool call, the usage of its transcript (swept by the EXIT trap:
-/// no Stop or SessionEnd hook fired) equal to ccusage's, and one `session.end` with the status,
-/// exit code and a duration that fits the run.
+/// Every way a run ends, through the patched wrapper, on SQLite: see [`wrapper_runs`].
 #[test]
 fn patched_wrapper_reports_each_way_a_run_ends() {
+    wrapper_runs(Backend::Sqlite);
+}
+
+/// [`wrapper_runs`] on Postgres.
+#[test]
+fn patched_wrapper_reports_each_way_a_run_ends_postgres() {
+    wrapper_runs(Backend::Postgres);
+}
+
+/// Every way a run ends, through the patched wrapper: the wrapper exits as the agent did and
+/// adds nothing to its stdout; in the server's database every event of a run carries the run's
+/// one `run_id` (Paperclip's run id, or one the wrapper made up when Paperclip's cannot be a
+/// run id), joining one `session.start`, the agent's tool call (and, when it fires them, its
+/// Stop hook's usage and its error report), the usage of its transcript (swept by the EXIT
+/// trap: no SessionEnd hook fired) equal to ccusage's, and one `session.end` with the status,
+/// exit code and a duration that fits the run.
+fn wrapper_runs(backend: Backend) {
     if !tool_available("patch", "brain.patch") || !tool_available("timeout", "the wrapper") {
         return;
     }
-    let Some(mut server) = Server::new(Backend::Sqlite) else {
+    let Some(mut server) = Server::new(backend) else {
         return;
     };
     let key = server.mint_key("acme");
@@ -198,8 +257,7 @@ fn patched_wrapper_reports_each_way_a_run_ends() {
 
     let mut runs = Vec::new();
     for case in &CASES {
-        let emitter =
-            Emitter::configured(&format!("agent_isolate_{}", case.name), &server.url(), &key);
+        let emitter = Emitter::configured(&agent_id(case), &server.url(), &key);
         let (out, took) = run_case(case, &wrapper, &bin, &emitter, scratch.path());
         assert_eq!(
             out.status.code(),
@@ -219,26 +277,72 @@ fn patched_wrapper_reports_each_way_a_run_ends() {
     for ((emitter, _), case) in runs.iter().zip(&CASES) {
         let out = emitter.flush_wait();
         assert_ok(&format!("{}: flush --wait", case.name), &out);
+        // A hook problem (an ignored run id, say) would be recorded here.
+        let status = emitter.status();
+        assert!(
+            status["last_hook_error"].is_null(),
+            "{}: no hook problem: {status}",
+            case.name
+        );
     }
 
-    let events = server.stored().events;
-    let mut by_run: BTreeMap<Option<String>, Vec<&StoredEvent>> = BTreeMap::new();
-    for e in &events {
-        by_run.entry(e.run_id.clone()).or_default().push(e);
-    }
-    let want_runs: Vec<Option<String>> = CASES.iter().map(|c| Some(run_id(c))).collect();
+    // The join, as a run read makes it: per agent (one run each), ONE run id, and under it
+    // the start, the tool call, the usage, the end (and the error report when there is one).
+    let joined = server.runs_by_agent();
     assert_eq!(
-        by_run.keys().cloned().collect::<Vec<_>>(),
+        joined.keys().cloned().collect::<Vec<_>>(),
         {
-            let mut w = want_runs.clone();
+            let mut w: Vec<String> = CASES.iter().map(agent_id).collect();
             w.sort();
             w
         },
-        "every event carries its run's id"
+        "every run stored"
     );
+    let mut run_ids = BTreeMap::new();
+    for case in &CASES {
+        let runs = &joined[&agent_id(case)];
+        assert_eq!(
+            runs.len(),
+            1,
+            "{}: one run id on every event of the run: {runs:?}",
+            case.name
+        );
+        let (run, types) = runs.iter().next().expect("one run");
+        let run = run
+            .clone()
+            .unwrap_or_else(|| panic!("{}: events without a run id: {types:?}", case.name));
+        match case.bad_paperclip_run_id {
+            None => assert_eq!(run, run_id(case), "{}: Paperclip's run id", case.name),
+            Some(_) => assert!(
+                run.starts_with("run_") && run.len() > "run_".len(),
+                "{}: a run id made up by the wrapper: {run}",
+                case.name
+            ),
+        }
+        let count = |t: &str| types.get(t).copied().unwrap_or(0);
+        assert_eq!(count("session.start"), 1, "{}: {types:?}", case.name);
+        assert_eq!(count("tool_call"), 1, "{}: {types:?}", case.name);
+        assert!(count("llm_usage") >= 1, "{}: {types:?}", case.name);
+        assert_eq!(count("session.end"), 1, "{}: {types:?}", case.name);
+        assert_eq!(
+            count("error"),
+            i64::from(case.stop_hook),
+            "{}: {types:?}",
+            case.name
+        );
+        run_ids.insert(case.name, run);
+    }
+
+    let events = server.stored().events;
+    let mut by_run: BTreeMap<&str, Vec<&StoredEvent>> = BTreeMap::new();
+    for e in &events {
+        let run = e.run_id.as_deref().expect("no event without a run id");
+        by_run.entry(run).or_default().push(e);
+    }
+    assert_eq!(by_run.len(), CASES.len(), "one run id per run");
     let short = &golden()["short"];
     for ((_, took), case) in runs.iter().zip(&CASES) {
-        let mine = &by_run[&Some(run_id(case))];
+        let mine = &by_run[run_ids[case.name].as_str()];
         let of = |t: &str| -> Vec<&Value> {
             mine.iter()
                 .filter(|e| e.event_type == t)
@@ -247,7 +351,14 @@ fn patched_wrapper_reports_each_way_a_run_ends() {
         };
         let starts = of("session.start");
         assert_eq!(starts.len(), 1, "{}: one session.start", case.name);
-        assert_eq!(starts[0]["paperclip_run_id"], run_id(case).as_str());
+        assert_eq!(
+            starts[0]["paperclip_run_id"],
+            case.bad_paperclip_run_id
+                .map_or_else(|| run_id(case), str::to_owned)
+                .as_str(),
+            "{}: Paperclip's run id, as given",
+            case.name
+        );
         assert_eq!(starts[0]["agent_kind"], "claude-code");
         assert_eq!(starts[0]["source"], "m8trx-claude-isolate");
 
@@ -275,9 +386,15 @@ fn patched_wrapper_reports_each_way_a_run_ends() {
             .collect();
         assert_eq!(
             usage, want,
-            "{}: the run's usage, as ccusage counts it",
+            "{}: the run's usage, as ccusage counts it (the Stop hook and the sweep together, \
+             when both ran)",
             case.name
         );
+
+        if case.stop_hook {
+            let errors = of("error");
+            assert_eq!(errors[0]["kind"], "agent_error", "{}", case.name);
+        }
 
         let ends = of("session.end");
         assert_eq!(ends.len(), 1, "{}: one session.end", case.name);
