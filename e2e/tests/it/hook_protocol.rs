@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::helpers::{Backend, EMIT_BIN, Emitter, Server};
 use crate::provisioning::repo_root;
-use crate::sessions::{SESSIONS, assert_store_matches, replay_session};
+use crate::sessions::{SESSIONS, assert_store_matches, golden, replay_session};
 
 /// The drop-in, from the repository root.
 const SETTINGS: &str = "brain-emit/integrations/claude-code/50-m8trx-brain.json";
@@ -406,4 +406,138 @@ fn drop_in_hooks_deliver_the_fixture_sessions() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_store_matches(&server.stored(), &expected);
+}
+
+/// The hook lines of the README's quickstart: each `/usr/local/bin/brain-emit <sub> <<EOF`
+/// with its heredoc, as `(command, payload)`; `$PWD` in an unquoted heredoc is the repository
+/// root, where the quickstart runs.
+fn quickstart_hook_lines(script: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut lines = script.lines();
+    while let Some(line) = lines.next() {
+        let Some((command, marker)) = line.split_once(" <<") else {
+            continue;
+        };
+        if !command.starts_with(INSTALLED_EMIT) {
+            continue;
+        }
+        let quoted = marker.starts_with('\'');
+        let end = marker.trim_matches('\'');
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != end).collect();
+        let mut body = body.join("\n");
+        if !quoted {
+            body = body.replace("$PWD", &repo_root().display().to_string());
+        }
+        let payload: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("`{command}`: its heredoc is not JSON ({e}): {body}"));
+        out.push((command.to_owned(), payload));
+    }
+    out
+}
+
+/// The README's quickstart, kept true: it installs this drop-in where Claude Code reads managed
+/// settings, brain-emit where the drop-in names it, and the env file where brain-emit reads it;
+/// each hook line it gives (a payload piped into `/usr/local/bin/brain-emit <sub>`) is the
+/// command the drop-in selects for that payload's event; and run as Claude Code runs the
+/// drop-in, against a real server, they deliver the tool call and the recorded transcript's
+/// usage (as ccusage counts it) under the Claude session id as the run id.
+#[test]
+fn readme_quickstart_pipes_payloads_into_the_drop_ins_commands() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("read README.md");
+    let section = readme
+        .split("\n## Quickstart")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the README has a Quickstart section");
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("\n```").next())
+        .expect("the quickstart has a sh block");
+    for wiring in [
+        format!("install -D -m 0644 {SETTINGS} \\\n  /etc/claude-code/managed-settings.d/"),
+        format!("install -m 0755 target/release/brain-emit {INSTALLED_EMIT}\n"),
+        format!("/dev/stdin {}\n", brain_emit::config::DEFAULT_ENV_FILE),
+        "BRAIN_URL=http://127.0.0.1:8080\\nBRAIN_API_KEY=".to_owned(),
+        "\nbrain-emit flush --wait\n".to_owned(),
+    ] {
+        assert!(
+            script.contains(&wiring),
+            "the quickstart should contain {wiring:?}:\n{script}"
+        );
+    }
+
+    let settings = load_settings();
+    let hook_lines = quickstart_hook_lines(script);
+    let subs: Vec<&str> = hook_lines
+        .iter()
+        .map(|(c, _)| c.trim_start_matches(INSTALLED_EMIT).trim())
+        .collect();
+    assert_eq!(
+        subs,
+        ["tool-call", "llm-usage"],
+        "the quickstart's hook lines"
+    );
+
+    let Some(mut server) = Server::new(Backend::Sqlite) else {
+        return;
+    };
+    let key = server.mint_key("acme");
+    server.start();
+    let emitter = Emitter::configured("agent_quickstart", &server.url(), &key);
+    let project = tempfile::tempdir().expect("project dir");
+    for (command, payload) in &hook_lines {
+        let event = payload["hook_event_name"]
+            .as_str()
+            .expect("hook_event_name");
+        let hooks = settings.select(payload);
+        assert_eq!(
+            hooks.iter().map(|h| h.command.as_str()).collect::<Vec<_>>(),
+            [command.as_str()],
+            "{event}: the quickstart's command is the one the drop-in runs"
+        );
+        let run = run_hook(&emitter, project.path(), hooks[0], payload);
+        if let Err(why) = run.verdict() {
+            panic!("{event} hook `{command}`: {why}");
+        }
+    }
+    let out = emitter.flush_wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "flush --wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let events = server.stored().events;
+    let run_id = hook_lines[0].1["session_id"].as_str().expect("session_id");
+    assert!(
+        events.iter().all(|e| e.run_id.as_deref() == Some(run_id)),
+        "every event under the session's run id {run_id}: {events:?}"
+    );
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event_type == "tool_call")
+        .map(|e| &e.payload)
+        .collect();
+    assert_eq!(calls.len(), 1, "{events:?}");
+    assert_eq!(calls[0]["tool_name"], "Bash");
+    assert_eq!(calls[0]["ok"], true);
+    assert_eq!(calls[0]["duration_ms"], 12);
+    let mut usage: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.event_type == "llm_usage") {
+        let u = usage
+            .entry(e.payload["model"].as_str().expect("model").to_owned())
+            .or_default();
+        u.0 += e.payload["input_tokens"].as_u64().expect("input_tokens");
+        u.1 += e.payload["output_tokens"].as_u64().expect("output_tokens");
+    }
+    let want: BTreeMap<String, (u64, u64)> = golden()["short"]
+        .iter()
+        .map(|(m, u)| (m.clone(), (u.input, u.output)))
+        .collect();
+    assert_eq!(
+        usage, want,
+        "the recorded transcript's usage, as ccusage counts it"
+    );
 }
