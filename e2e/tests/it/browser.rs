@@ -666,6 +666,18 @@ async fn page_vs_api(b: &Browser, base: &str, ctx: &str) -> Result<Vec<Value>, S
                 f["text"]
             );
         }
+        for f in figures {
+            let (field, text) = (
+                f["field"].as_str().expect("field"),
+                f["text"].as_str().expect("text"),
+            );
+            let value: Value =
+                serde_json::from_str(f["value"].as_str().expect("value")).expect("JSON");
+            ensure!(
+                shown_as(field, &value, text),
+                "{ctx}: {name}: {field} = {value} is shown as {text:?}"
+            );
+        }
         if name == "cost" {
             let drawn = &p["chart_total"];
             let points = json!(sum_of(&resp, "/points", "/cost_cents"));
@@ -676,6 +688,44 @@ async fn page_vs_api(b: &Browser, base: &str, ctx: &str) -> Result<Vec<Value>, S
         }
     }
     Ok(panels)
+}
+
+/// Whether `text` is how the page should show `value`: money (`…_cents`) as dollars with two
+/// decimals and thousands separators, a count as its digits with separators. Other figures
+/// (durations, rates, token counts in k/M, times) are not checked here.
+fn shown_as(field: &str, value: &Value, text: &str) -> bool {
+    let with_commas = |n: u64| {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    if field.ends_with("_cents") {
+        let Some(cents) = value.as_f64() else {
+            return text == "—";
+        };
+        // Either rounding of a half cent is fine (float sums land on either side of it).
+        [cents - 1e-6, cents + 1e-6].iter().any(|c| {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a rounded, non-negative number of cents well within u64"
+            )]
+            let whole = c.round().max(0.0) as u64;
+            text == format!("${}.{:02}", with_commas(whole / 100), whole % 100)
+        })
+    } else if let Some(n) = value.as_u64() {
+        let digits = text.trim_start_matches(['/', ' ']);
+        let is_count = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == ',');
+        !is_count || digits == with_commas(n)
+    } else {
+        true
+    }
 }
 
 /// The sum of `field` over the elements of `list` in `resp`.
