@@ -128,6 +128,21 @@ pub enum Command {
         /// Only this customer's keys.
         customer_id: Option<String>,
     },
+    /// Check or repair the rollup tables the dashboard reads (docs/rollups.md).
+    Rollups {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: RollupsCommand,
+    },
+}
+
+/// `brain-server rollups …`.
+#[derive(Debug, Subcommand)]
+pub enum RollupsCommand {
+    /// Recompute every rollup from `events` and print each difference (exit 1 on any).
+    Verify,
+    /// Replace every rollup with the recomputation from `events`, in one transaction.
+    Rebuild,
 }
 
 #[cfg(test)]

@@ -99,6 +99,10 @@ pub struct Limits {
     /// How often dead letters past their retention are deleted (default 1 h; the first run is
     /// at start-up).
     pub dead_letter_prune_every: Duration,
+    /// Benchmarks only: `false` turns rollup maintenance off to measure its cost (the rollups
+    /// then no longer match `events`; `rollups rebuild` repairs them). Default `true`.
+    #[doc(hidden)]
+    pub rollups: bool,
 }
 
 impl Default for Limits {
@@ -117,6 +121,7 @@ impl Default for Limits {
             dead_letter_raw_bytes: 64 * 1024,
             dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
             dead_letter_prune_every: Duration::from_secs(3600),
+            rollups: true,
         }
     }
 }

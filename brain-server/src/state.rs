@@ -52,6 +52,7 @@ impl AppState {
             limits.queue_requests,
             limits.group_events,
             limits.dead_letter_raw_bytes,
+            limits.rollups,
         );
         let pruner = Pruner::start(
             store.clone(),

@@ -1,15 +1,17 @@
 //! The operator commands of SPEC §5, one module per command family: `serve` (the HTTP
-//! server), `migrate` (here), `keys` (`mint-key`, `revoke-key`, `keys`). This module
+//! server), `migrate` (here), `keys` (`mint-key`, `revoke-key`, `keys`), `rollups`
+//! (`rollups verify`, `rollups rebuild`). This module
 //! dispatches and owns the one function that writes to stdout.
 
 mod keys;
+mod rollups;
 mod serve;
 
 use std::io::{self, Write};
 
 use anyhow::Context as _;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RollupsCommand};
 use crate::config::{DbConfig, ServerConfig};
 
 /// An error caused by the operator's input (exit code 1), as opposed to a failure (exit 2).
@@ -43,6 +45,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }) => keys::mint(&db, customer_id, name, label.as_deref(), key_env).await,
         Some(Command::RevokeKey { key_id }) => keys::revoke(&db, key_id).await,
         Some(Command::Keys { customer_id }) => keys::list(&db, customer_id.as_deref()).await,
+        Some(Command::Rollups {
+            action: RollupsCommand::Verify,
+        }) => rollups::verify(&db).await,
+        Some(Command::Rollups {
+            action: RollupsCommand::Rebuild,
+        }) => rollups::rebuild(&db).await,
     }
 }
 

@@ -15,6 +15,7 @@ pub(super) async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| UserError(format!("cannot listen on {}: {e}", config.listen)))?;
     let store = crate::open_store(&config.db).await?;
+    rebuild_missing_rollups(&store).await?;
     let state = crate::build_state(store.clone(), &config, &config.db.data_dir)?;
     tracing::info!(listen = %config.listen, "brain-server listening");
     crate::run(listener, state, shutdown_signal())
@@ -22,6 +23,31 @@ pub(super) async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     store.close().await;
     tracing::info!("brain-server stopped");
+    Ok(())
+}
+
+/// Fills the rollups of a database written before they existed (events, but no rollups).
+///
+/// # Errors
+/// When the database cannot be read or written.
+async fn rebuild_missing_rollups(store: &crate::Store) -> anyhow::Result<()> {
+    if !store
+        .rollups_missing()
+        .await
+        .context("checking whether the rollups need building")?
+    {
+        return Ok(());
+    }
+    tracing::info!("events are stored but the rollups are empty: rebuilding them from events");
+    let r = store
+        .rebuild_rollups()
+        .await
+        .context("building the rollups from events")?;
+    tracing::info!(
+        events = r.events,
+        rows = r.rows,
+        "rebuilt the rollups from events"
+    );
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use shared_proto::{ErrorDetail, Event, EventResult, EventStatus, Payload};
 use uuid::Uuid;
 
 use crate::db::ingest::Outcome;
+use crate::db::rollups::Facts;
 
 /// One ingest request's elements, for the writer.
 #[derive(Debug)]
@@ -80,6 +81,9 @@ pub(crate) struct ValidEvent {
     pub(crate) payload: String,
     /// A heartbeat's `agent_versions`; empty for other types.
     pub(crate) agent_versions: BTreeMap<String, String>,
+    /// What the event adds to the rollups (taken here, in the handler, so the writer only
+    /// adds numbers).
+    pub(crate) facts: Facts,
     /// Where its JSON text is in the body (for a dead letter when the agent is forbidden).
     pub(crate) raw: Range<usize>,
 }
@@ -98,6 +102,7 @@ impl ValidEvent {
                 Payload::Heartbeat(hb) => hb.agent_versions.clone(),
                 _ => BTreeMap::new(),
             },
+            facts: Facts::of(ev.payload()),
             raw,
         }
     }

@@ -121,6 +121,7 @@ impl Writer {
         queue_requests: usize,
         group_events: usize,
         dead_letter_raw_bytes: usize,
+        rollups: bool,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_requests.max(1));
         let rx: SharedReceiver = Arc::new(tokio::sync::Mutex::new(rx));
@@ -128,7 +129,7 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let health = Arc::new(WriteHealth::default());
         let handles = (0..writers.max(1))
-            .map(|_| {
+            .map(|index| {
                 task::spawn(
                     "ingest-writer",
                     run(
@@ -138,6 +139,8 @@ impl Writer {
                         Caps {
                             group_events: group_events.max(1),
                             dead_letter_raw_bytes,
+                            // The writer's index: two writers never update one rollup row.
+                            shard: rollups.then(|| i16::try_from(index).unwrap_or(i16::MAX)),
                         },
                         Arc::clone(&stats),
                         Arc::clone(&health),
@@ -208,6 +211,8 @@ struct Caps {
     group_events: usize,
     /// Most bytes of raw JSON one dead letter stores.
     dead_letter_raw_bytes: usize,
+    /// The `shard` of this writer's rollup rows; `None`: no rollup maintenance (benchmarks).
+    shard: Option<i16>,
 }
 
 async fn run(
@@ -218,10 +223,7 @@ async fn run(
     stats: Arc<WriterStats>,
     health: Arc<WriteHealth>,
 ) {
-    let Caps {
-        group_events,
-        dead_letter_raw_bytes: cap,
-    } = caps;
+    let Caps { group_events, .. } = caps;
     loop {
         let group = {
             let mut rx = rx.lock().await;
@@ -235,7 +237,7 @@ async fn run(
                 None => break,
             }
         };
-        write(&store, group, cap, &stats, &health).await;
+        write(&store, group, caps, &stats, &health).await;
     }
     // Shutting down: refuse new work, finish what is queued.
     loop {
@@ -247,7 +249,7 @@ async fn run(
                 Err(_) => break,
             }
         };
-        write(&store, group, cap, &stats, &health).await;
+        write(&store, group, caps, &stats, &health).await;
     }
     tracing::debug!("ingest writer drained and stopped");
 }
@@ -272,19 +274,21 @@ fn take_group(
     group
 }
 
-/// Writes one group (dead letters cut to `cap` bytes) and answers its requests; each job,
-/// with its share of the in-flight budget, is dropped once its request is answered.
+/// Writes one group (dead letters cut to `caps.dead_letter_raw_bytes` bytes, rollups in rows
+/// of `caps.shard`) and answers its requests; each job, with its share of the in-flight
+/// budget, is dropped once its request is answered.
 async fn write(
     store: &Store,
     group: Vec<Pending>,
-    cap: usize,
+    caps: Caps,
     stats: &WriterStats,
     health: &WriteHealth,
 ) {
     let (jobs, replies): (Vec<WriteJob>, Vec<oneshot::Sender<WriteResult>>) =
         group.into_iter().map(|p| (p.job, p.reply)).unzip();
     let items: usize = jobs.iter().map(|j| j.items.len()).sum();
-    let written = store.write_group(&jobs, cap).await;
+    let (cap, shard) = (caps.dead_letter_raw_bytes, caps.shard);
+    let written = store.write_group(&jobs, cap, shard).await;
     health.record(&written);
     match written {
         Ok(results) => {
@@ -306,7 +310,7 @@ async fn write(
                 let n = job.items.len() as u64;
                 let one = [job];
                 let result = store
-                    .write_group(&one, cap)
+                    .write_group(&one, cap, shard)
                     .await
                     .map(|mut r| r.pop().unwrap_or_default());
                 health.record(&result);

@@ -17,15 +17,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::rollups::{Facts, Rollups, StoredEvent};
 use super::{DbError, Store};
 use crate::ingest::{Item, WriteJob};
 
 impl Store {
     /// Writes one group of ingest requests in a single transaction and returns, per request,
     /// the outcome of each element in request order. A dead letter stores at most
-    /// `dead_letter_raw_bytes` of its element's JSON (see [`NewDeadLetter`]). Nothing is
-    /// visible before the commit; on an error nothing of the group was committed (the
-    /// transaction is rolled back).
+    /// `dead_letter_raw_bytes` of its element's JSON (see [`NewDeadLetter`]). The rollups
+    /// (docs/rollups.md) get the contributions of the events this write inserted, in rows of
+    /// `shard` (the writer's index); `None` leaves them alone (benchmarks only, to measure
+    /// their cost). Nothing is visible before the commit; on an error nothing of the group was
+    /// committed (the transaction is rolled back).
     ///
     /// # Errors
     /// [`DbError::Query`] when a statement or the commit fails.
@@ -33,6 +36,7 @@ impl Store {
         &self,
         jobs: &[WriteJob],
         dead_letter_raw_bytes: usize,
+        shard: Option<i16>,
     ) -> Result<Vec<Vec<Outcome>>, DbError> {
         let now = Utc::now();
         let cap = dead_letter_raw_bytes;
@@ -45,8 +49,9 @@ impl Store {
                 loop {
                     let mut tx = pool.begin().await?;
                     let written = async {
-                        let out = write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now, cap)
-                            .await?;
+                        let out =
+                            write_group_in(&mut postgres::PgWriter(&mut tx), jobs, now, cap, shard)
+                                .await?;
                         tx.commit().await?;
                         Ok(out)
                     }
@@ -64,8 +69,8 @@ impl Store {
             }
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let out =
-                    write_group_in(&mut sqlite::SqliteWriter(&mut tx), jobs, now, cap).await?;
+                let out = write_group_in(&mut sqlite::SqliteWriter(&mut tx), jobs, now, cap, shard)
+                    .await?;
                 tx.commit().await?;
                 Ok(out)
             }
@@ -116,6 +121,8 @@ struct EventRow<'a> {
     run_id: Option<&'a str>,
     event_type: &'static str,
     payload: &'a str,
+    /// What it adds to the rollups.
+    facts: &'a Facts,
 }
 
 /// A dead letter to insert: the element's JSON as received, cut to a size cap.
@@ -231,6 +238,8 @@ trait GroupWriter {
         rows: &[NewDeadLetter],
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error>;
+    /// Adds the rollup contributions `r` in rows of writer `shard` (docs/rollups.md).
+    async fn upsert_rollups(&mut self, r: &Rollups<'_>, shard: i16) -> Result<(), sqlx::Error>;
     /// Sets `agent_version` of the customer's agents named in a heartbeat at `ts`, unless a
     /// later heartbeat already did.
     async fn set_agent_versions(
@@ -248,6 +257,42 @@ fn first_per_id(mut rows: Vec<EventRow<'_>>) -> Vec<EventRow<'_>> {
     rows
 }
 
+/// The rollup contributions of the events of `rows` (sorted by (customer, `event_id`),
+/// stably) that this write inserted, stored at `now`.
+fn inserted_rollups<'a>(
+    rows: &[EventRow<'a>],
+    owners: &HashMap<String, String>,
+    inserted: &HashSet<EventKey>,
+    now: DateTime<Utc>,
+) -> Rollups<'a> {
+    let mut rollups = Rollups::default();
+    let ingested_at = now.timestamp_millis();
+    let mut previous: Option<(&str, Uuid)> = None;
+    for r in rows {
+        if owners.get(r.agent_id).map(String::as_str) != Some(r.customer_id) {
+            continue;
+        }
+        let key = (r.customer_id, r.event_id);
+        if previous == Some(key) {
+            continue;
+        }
+        previous = Some(key);
+        if !inserted.contains(&(r.customer_id.to_owned(), r.event_id)) {
+            continue;
+        }
+        rollups.add(&StoredEvent {
+            customer_id: r.customer_id,
+            agent_id: r.agent_id,
+            run_id: r.run_id,
+            event_id: r.event_id,
+            ts: r.ts.timestamp_millis(),
+            ingested_at,
+            facts: r.facts,
+        });
+    }
+    rollups
+}
+
 /// The rejection code of an event whose agent belongs to another customer.
 const AGENT_FORBIDDEN: &str = "agent_forbidden";
 
@@ -260,6 +305,7 @@ async fn write_group_in<W: GroupWriter>(
     jobs: &[WriteJob],
     now: DateTime<Utc>,
     dead_letter_raw_bytes: usize,
+    shard: Option<i16>,
 ) -> Result<Vec<Vec<Outcome>>, DbError> {
     // 1. Claims: the first request of the group that names an agent claims it for its
     //    customer (an existing owner is never replaced); the span covers that customer's
@@ -292,6 +338,7 @@ async fn write_group_in<W: GroupWriter>(
                 run_id: ev.run_id.as_deref(),
                 event_type: ev.event_type,
                 payload: &ev.payload,
+                facts: &ev.facts,
             });
         }
     }
@@ -427,6 +474,17 @@ async fn write_group_in<W: GroupWriter>(
     }
     for (customer_id, ts, versions) in heartbeats {
         w.set_agent_versions(customer_id, ts, versions).await?;
+    }
+
+    // 5. Rollups, last (their hot rows stay locked only until the commit): the contributions
+    //    of exactly the events inserted above. Of the rows whose sender owns the agent, the
+    //    first of each (customer, event_id) is the one stored (`rows` is sorted by that key,
+    //    stably); it counts when this write inserted it (not a duplicate).
+    if let Some(shard) = shard {
+        let rollups = inserted_rollups(&rows, &owners, &inserted, now);
+        if !rollups.is_empty() {
+            w.upsert_rollups(&rollups, shard).await?;
+        }
     }
 
     Ok(outcomes)

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::db::rollups::Rollups;
+
 use super::{AgentClaim, CHUNK_ROWS, EventKey, EventRow, GroupWriter, NewDeadLetter};
 
 /// The ingest statements over one Postgres transaction.
@@ -180,6 +182,11 @@ impl GroupWriter for PgWriter<'_> {
             qb.build().execute(&mut *self.0).await?;
         }
         Ok(())
+    }
+
+    async fn upsert_rollups(&mut self, r: &Rollups<'_>, shard: i16) -> Result<(), sqlx::Error> {
+        // One statement per table: arrays have no bind limit.
+        crate::db::rollups::postgres::upsert(&mut *self.0, r, shard, usize::MAX).await
     }
 
     async fn set_agent_versions(

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use uuid::Uuid;
 
+use crate::db::rollups::Rollups;
+
 use super::{AgentClaim, CHUNK_ROWS, EventKey, EventRow, GroupWriter, NewDeadLetter};
 
 /// The ingest statements over one SQLite transaction.
@@ -146,6 +148,10 @@ impl GroupWriter for SqliteWriter<'_, '_> {
             qb.build().execute(&mut **self.0).await?;
         }
         Ok(())
+    }
+
+    async fn upsert_rollups(&mut self, r: &Rollups<'_>, shard: i16) -> Result<(), sqlx::Error> {
+        crate::db::rollups::sqlite::upsert(self.0, r, shard, usize::MAX).await
     }
 
     async fn set_agent_versions(
