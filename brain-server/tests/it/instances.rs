@@ -1,7 +1,8 @@
 //! Several server instances on one Postgres database (SPEC §10, issue 6 "Also build"): the
 //! server keeps no state of its own, so three instances resent the same events concurrently
 //! store each `event_id` once and accept it once, and a key revoked through the operator
-//! command is refused by all three within 5 s. (SQLite is for one box: Postgres only.)
+//! command is refused by all three within 5 s, and the rollups they maintained together pass
+//! `brain-server rollups verify`. (SQLite is for one box: Postgres only.)
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -101,6 +102,19 @@ async fn three_instances_on_one_postgres_store_once_and_honour_revocation() {
     .await
     .unwrap();
     assert_eq!((rows, ids), (total as i64, total as i64));
+    // The rollups, written by three instances' writers at once, equal a scan of `events`.
+    let out = Command::new(env!("CARGO_BIN_EXE_brain-server"))
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .args(["rollups", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Every instance has the key cached, then it is revoked by the operator command.
     let probe = || tool_call("agent_0", "Bash", true, 1);

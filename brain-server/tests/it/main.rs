@@ -40,6 +40,7 @@ mod faults;
 mod fuzz;
 mod instances;
 mod memory;
+mod rollups;
 mod whoami;
 
 both!(
