@@ -87,12 +87,24 @@ const short = (s, n) => (typeof s === "string" && s.length > n ? s.slice(0, n - 
 
 // ---- the API ------------------------------------------------------------------------------------
 
-function takeTokenFromFragment() {
-  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname + location.search);
-  }
+// The URL fragment: `token=` is taken into sessionStorage and dropped from the address;
+// `customer=`, `window=` and `status=` are the selection, so a view can be bookmarked.
+function readFragment() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  if (params.get("token")) sessionStorage.setItem(TOKEN_KEY, params.get("token"));
+  if (params.has("customer")) sel.customer = params.get("customer");
+  if (["24h", "7d", "30d", "90d"].includes(params.get("window"))) sel.window = params.get("window");
+  if (Object.keys(STATUS).includes(params.get("status"))) sel.status = params.get("status");
+  writeFragment();
+}
+
+function writeFragment() {
+  const params = new URLSearchParams();
+  if (sel.customer) params.set("customer", sel.customer);
+  if (sel.window !== "24h") params.set("window", sel.window);
+  if (sel.status) params.set("status", sel.status);
+  const hash = params.toString();
+  history.replaceState(null, "", location.pathname + location.search + (hash ? "#" + hash : ""));
 }
 
 const token = () => sessionStorage.getItem(TOKEN_KEY);
@@ -333,6 +345,7 @@ function fillPicker(list) {
   for (const c of list) pick.append(h("option", { value: c.customer_id }, c.name === c.customer_id ? c.name : `${c.name} (${c.customer_id})`));
   if (keep && !list.some((c) => c.customer_id === keep)) pick.append(h("option", { value: keep }, keep));
   pick.value = keep;
+  showSelection();
 }
 
 async function loadCustomers(gen) {
@@ -463,6 +476,14 @@ async function loadErrors(gen) {
   });
 }
 
+// A run's models, with each one's cost and tokens on hover.
+function modelsCell(text, run) {
+  const detail = (run.models || [])
+    .map((m) => `${m.model}: ${fmtCents(m.cost_cents)}, ${fmtTokens(m.input_tokens)} in, ${fmtTokens(m.output_tokens)} out, ${fmtTokens(m.cache_read_tokens)} cache read`)
+    .join("\n");
+  return h("span", { title: detail || null }, text || "—");
+}
+
 const STATUS = { success: ["succeeded", "ok"], failed: ["failed", "bad"], timeout: ["timed out", "warn"], running: ["running", "running"] };
 let runsCursor = ""; // the page of runs shown ("" = newest)
 let runsBack = []; // cursors of the pages before it
@@ -489,7 +510,7 @@ async function loadSessions(gen) {
     { h: "Agent", f: "/agent_id", fmt: (v) => short(v, 22), cls: () => "mono" },
     { h: "Run", f: "/run_id", fmt: (v) => short(v, 20), cls: () => "mono", title: "run id (hover for the whole id)" },
     sel.customer ? null : { h: "Customer", f: "/customer_id" },
-    { h: "Models", get: (r) => (r.models || []).map((m) => m.model.replace(/^claude-/, "")).join(", "), fmt: (v) => v || "—" },
+    { h: "Models", get: (r) => (r.models || []).map((m) => m.model.replace(/^claude-/, "")).join(", "), fmt: (v, r) => modelsCell(v, r) },
   ].filter(Boolean);
   const rows = sample ? asSample(SAMPLE.runs) : indexed(list);
   renderTable(p.querySelector("table.runs"), "/sessions", cols, rows, {
@@ -702,6 +723,18 @@ async function loadCost(gen) {
     { h: "Cache write", f: "/cache_write_tokens", fmt: fmtTokens, num: true },
     { h: "LLM reports", f: "/llm_events", fmt: fmtInt, num: true },
   ], sample ? asSample(byModel) : indexed(byModel), { sample });
+  // Cost to serve per customer (all customers only: one customer is the model table).
+  const byCustomer = sample ? SAMPLE.customers.map((c, i) => ({ ...byModel[i % byModel.length], customer_id: c.customer_id })) : d.by_customer || [];
+  p.querySelector(".per-customer").hidden = !!sel.customer;
+  renderTable(p.querySelector("table.by-customer"), "/by_customer", [
+    { h: "Customer", f: "/customer_id", fmt: (v) => customerName(v) + (customerName(v) === v ? "" : " (" + v + ")") },
+    { h: "Cost", f: "/cost_cents", fmt: fmtCents, num: true },
+    { h: "Input tokens", f: "/input_tokens", fmt: fmtTokens, num: true },
+    { h: "Output tokens", f: "/output_tokens", fmt: fmtTokens, num: true },
+    { h: "Cache read", f: "/cache_read_tokens", fmt: fmtTokens, num: true },
+    { h: "Cache write", f: "/cache_write_tokens", fmt: fmtTokens, num: true },
+    { h: "LLM reports", f: "/llm_events", fmt: fmtInt, num: true },
+  ], sel.customer ? [] : sample ? asSample(byCustomer) : indexed(byCustomer), { sample, none: "" });
   // The window's total (the chart's bars add up to it) and the price table used.
   const note = p.querySelector(".note");
   note.replaceChildren();
@@ -756,11 +789,16 @@ function refresh() {
 function select(change) {
   Object.assign(sel, change);
   if ("customer" in change || "window" in change || "status" in change) { runsCursor = ""; runsBack = []; }
+  showSelection();
+  writeFragment();
+  return refreshPanels();
+}
+
+function showSelection() {
   $("customer").value = sel.customer;
   $("window").value = sel.window;
   $("status").value = sel.status;
   $("scope").textContent = sel.customer ? "every panel shows " + customerName(sel.customer) + " only" : "";
-  return refreshPanels();
 }
 
 function showLogin(message) {
@@ -778,7 +816,8 @@ function showApp() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  takeTokenFromFragment();
+  readFragment();
+  showSelection();
   checkHealth();
   $("login-form").addEventListener("submit", (e) => {
     e.preventDefault();

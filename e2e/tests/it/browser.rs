@@ -957,6 +957,26 @@ fn dashboard_shows_the_apis_figures(backend: Backend) {
         assert_eq!(statuses, json!(["\"failed\""]), "only the failed run");
         b.screenshots(&shot("data-globex-7d-1280x800"), 1280, 800, false)
             .await;
+        // The selection is in the address: a reload (or a bookmark) shows the same view.
+        let hash = b.js("return location.hash;").await;
+        assert_eq!(hash, json!("#customer=globex&window=7d&status=failed"));
+        b.client.refresh().await.expect("reload");
+        b.wait_loaded(&loaded("globex", "7d", "failed")).await;
+        let picked = b
+            .js("return ['customer', 'window', 'status'].map((id) => document.getElementById(id).value);")
+            .await;
+        assert_eq!(
+            picked,
+            json!(["globex", "7d", "failed"]),
+            "the pickers after a reload"
+        );
+        assert_page_matches_api(
+            &b,
+            &base,
+            "globex, 7 days, failed, reloaded",
+            &loaded("globex", "7d", "failed"),
+        )
+        .await;
 
         // Back to everyone, on a phone.
         b.choose("status", "").await;
