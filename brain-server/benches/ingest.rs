@@ -7,10 +7,12 @@
 //! - `http batched`: `POST /v1/events` with 100 events per request, through the real server;
 //! - `raw multi-row`: the same rows inserted directly, 100 per statement and transaction;
 //! - `http single`: one event per request (group commit at work);
-//! - `raw single`: one row per statement, each its own commit.
+//! - `raw single`: one row per statement, each its own commit;
+//! - `http batched` and `http single` again on a second server over the same database with
+//!   rollup maintenance turned off (`Limits::rollups`, benchmarks only), to price the rollups.
 //!
-//! and prints `batched / raw multi-row` and `single / raw single` ratios. Goals on Postgres:
-//! ≥ 0.80 and ≥ 1.5. Request bodies and raw rows are prepared before timing, so the
+//! and prints `batched / raw multi-row` and `single / raw single` ratios (goals on Postgres:
+//! ≥ 0.80 and ≥ 1.5), and ingest with rollups / without (goal ≥ 0.85, issue 7). Request bodies and raw rows are prepared before timing, so the
 //! figures compare the server with the database, not JSON generation. Settings:
 //! `BENCH_CLIENTS` (32), `BENCH_BATCHES` per client (40), `BENCH_SINGLES` per client (1000),
 //! `BENCH_ROUNDS` (3; medians are reported, each measurement starting from an empty table).
@@ -200,7 +202,7 @@ struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start_server(db: DbConfig, clients: usize) -> Server {
+async fn start_server(db: DbConfig, clients: usize, rollups: bool) -> Server {
     let store = brain_server::open_store(&db).await.unwrap();
     let env = KeyEnv::parse("bench").unwrap();
     let mut keys = Vec::new();
@@ -226,6 +228,7 @@ async fn start_server(db: DbConfig, clients: usize) -> Server {
                 Limits::default().pg_writers as u64,
             ))
             .unwrap(),
+            rollups,
             ..Limits::default()
         },
     };
@@ -249,21 +252,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Empties `events` and writes dirty pages out, so the next measurement starts clean.
+/// The rollup tables (docs/rollups.md), emptied with `events` between measurements.
+const ROLLUP_TABLES: &str = "rollup_usage, rollup_tools, rollup_tool_latency, rollup_agents, \
+     rollup_errors, rollup_ingest, runs, run_models, agent_heartbeats";
+
+/// Empties `events` and the rollups and writes dirty pages out, so the next measurement
+/// starts clean.
 async fn reset(store: &Store) {
     match store {
         Store::Postgres(pool) => {
-            sqlx::query("TRUNCATE events, dead_letters")
-                .execute(pool)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "TRUNCATE events, dead_letters, {ROLLUP_TABLES}"
+            )))
+            .execute(pool)
+            .await
+            .unwrap();
             sqlx::query("CHECKPOINT").execute(pool).await.unwrap();
         }
         Store::Sqlite(pool) => {
-            sqlx::query("DELETE FROM events")
-                .execute(pool)
-                .await
-                .unwrap();
+            for table in ["events"].into_iter().chain(ROLLUP_TABLES.split(", ")) {
+                let table = table.trim();
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(pool)
                 .await
@@ -280,17 +293,18 @@ async fn bench_backend(
     singles: usize,
     rounds: usize,
 ) {
-    let server = start_server(db, clients).await;
+    let server = start_server(db.clone(), clients, true).await;
+    // The same database, rollup maintenance off: what ingest cost before the rollups.
+    let bare = start_server(db, clients, false).await;
     let store = server.state.store().clone();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
         .unwrap();
-    let url = format!("{}/v1/events", server.base);
-    let keys = Arc::new(server.keys.clone());
-
-    let post = {
-        let (http, url, keys) = (http.clone(), url.clone(), Arc::clone(&keys));
+    let post_to = |server: &Server| {
+        let url = format!("{}/v1/events", server.base);
+        let keys = Arc::new(server.keys.clone());
+        let http = http.clone();
         move |c: usize, body: Vec<u8>, n: u64| {
             let (http, url, key) = (http.clone(), url.clone(), keys[c].clone());
             async move {
@@ -312,6 +326,8 @@ async fn bench_backend(
             }
         }
     };
+    let post = post_to(&server);
+    let post_bare = post_to(&bare);
     let commits = |s: &AppState| s.writer_stats().commits.load(Ordering::Relaxed);
     let insert = |store: &Store| {
         let store = store.clone();
@@ -327,7 +343,7 @@ async fn bench_backend(
     // Each measurement starts from an empty, checkpointed `events` table, and the four
     // alternate over `rounds` rounds (medians reported), so that neither side pays for the
     // rows or the dirty pages the other left behind.
-    let mut figures: [Vec<f64>; 4] = Default::default();
+    let mut figures: [Vec<f64>; 6] = Default::default();
     let (mut batched_commits, mut single_commits) = (0, 0);
     for _ in 0..rounds {
         reset(&store).await;
@@ -341,6 +357,14 @@ async fn bench_backend(
         );
         batched_commits = commits(&server.state) - c0;
         reset(&store).await;
+        let p = post_bare.clone();
+        figures[4].push(
+            measure(bodies(clients, batches, BATCH), move |c, b| {
+                p(c, b, BATCH as u64)
+            })
+            .await,
+        );
+        reset(&store).await;
         figures[1].push(measure(raw_work(clients, batches, BATCH), insert(&store)).await);
         reset(&store).await;
         let c2 = commits(&server.state);
@@ -348,9 +372,19 @@ async fn bench_backend(
         figures[2].push(measure(bodies(clients, singles, 1), move |c, b| p(c, b, 1)).await);
         single_commits = commits(&server.state) - c2;
         reset(&store).await;
+        let p = post_bare.clone();
+        figures[5].push(measure(bodies(clients, singles, 1), move |c, b| p(c, b, 1)).await);
+        reset(&store).await;
         figures[3].push(measure(raw_work(clients, singles, 1), insert(&store)).await);
     }
-    let [http_batched, raw_multi, http_single, raw_single] = figures.map(median);
+    let [
+        http_batched,
+        raw_multi,
+        http_single,
+        raw_single,
+        bare_batched,
+        bare_single,
+    ] = figures.map(median);
 
     println!(
         "== {name}: {clients} concurrent clients; {batches} batches of {BATCH} and {singles} single events per client; bodies and rows prepared before timing; median of {rounds} rounds, each from an empty table"
@@ -363,6 +397,8 @@ async fn bench_backend(
         "  http single (1/request)      {http_single:>10.0} events/s  ({single_commits} commits in the last round)"
     );
     println!("  raw single-row commits       {raw_single:>10.0} events/s");
+    println!("  http batched, no rollups     {bare_batched:>10.0} events/s");
+    println!("  http single, no rollups      {bare_single:>10.0} events/s");
     println!(
         "  batched / raw multi-row = {:.2}   (goal on Postgres >= 0.80)",
         http_batched / raw_multi
@@ -371,9 +407,19 @@ async fn bench_backend(
         "  single / raw single     = {:.2}   (goal on Postgres >= 1.50)",
         http_single / raw_single
     );
+    println!(
+        "  batched with / without rollups = {:.2}   (goal >= 0.85)",
+        http_batched / bare_batched
+    );
+    println!(
+        "  single with / without rollups  = {:.2}   (goal >= 0.85)",
+        http_single / bare_single
+    );
 
-    let _ = server.shutdown.send(());
-    server.task.await.unwrap().unwrap();
+    for s in [server, bare] {
+        let _ = s.shutdown.send(());
+        s.task.await.unwrap().unwrap();
+    }
     store.close().await;
 }
 
