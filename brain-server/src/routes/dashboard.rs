@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde::Deserialize;
 use shared_proto::dashboard::{
     AgentSummary, AgentsResponse, CostBucket, CostPoint, CostResponse, CustomerActivity,
@@ -530,7 +530,9 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String, String), ApiErr
     let (micros, customer, run): (i64, String, String) =
         serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let ts = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
-    if customer.contains('\0') || run.contains('\0') {
+    // Years an event can carry (RFC 3339) and both databases hold; a forged cursor outside
+    // them must be a 400, not a failed bind.
+    if !(0..=9999).contains(&ts.year()) || customer.contains('\0') || run.contains('\0') {
         return Err(bad());
     }
     Ok((ts, customer, run))
@@ -833,7 +835,8 @@ mod tests {
             (ts, c.as_str(), r.as_str()),
             (run.first_ts, "acme", "run_1")
         );
-        for bad in ["zz", "00", &hex::encode("[1,2,3]")] {
+        let forged = hex::encode(format!("[{},\"a\",\"b\"]", i64::MIN / 2));
+        for bad in ["zz", "00", &hex::encode("[1,2,3]"), &forged] {
             assert_eq!(decode_cursor(bad).unwrap_err().code(), "invalid_query");
         }
     }

@@ -684,6 +684,9 @@ async fn bad_parameters_are_400(backend: Backend) {
         "/v1/dashboard/sessions?limit=-1",
         "/v1/dashboard/sessions?cursor=not-a-cursor",
         "/v1/dashboard/sessions?cursor=5b312c322c335d",
+        // [-4611686018427387904,"a","b"]: a time no database holds.
+        "/v1/dashboard/sessions?cursor=5b2d343631313638363031383432373338373930342c2261222c2262225d",
+        "/v1/dashboard/sessions?until=2026-01-01T00:00:00Z&window=90d&since=1969-12-31T23:00:00Z",
         "/v1/dashboard/agents?customer_id=acme%00x",
         "/v1/dashboard/tools?window=24h&customer_id=acme%00x",
         "/v1/dashboard/fleet?customer_id=acme%00x",
@@ -709,6 +712,24 @@ async fn bad_parameters_are_400(backend: Backend) {
             .find_map(|k| body.get(*k))
             .unwrap();
         assert_eq!(list, &json!([]), "{path}: {body}");
+    }
+    // The far ends of the time range every read accepts.
+    for read in [
+        "overview",
+        "customers",
+        "agents",
+        "tools",
+        "cost",
+        "sessions",
+        "errors",
+    ] {
+        for range in [
+            "until=9999-12-31T23:30:00Z",
+            "since=1970-01-01T00:00:00Z",
+            "since=1970-01-01T00:00:00Z&until=9999-12-31T23:30:00Z&bucket=week",
+        ] {
+            ok(&app, &format!("/v1/dashboard/{read}?{range}")).await;
+        }
     }
     app.stop().await;
 }
