@@ -239,7 +239,7 @@ const SAMPLE = {
   ],
   mcp: [{ mcp_server: "github", tools: 1, calls: 18, failures: 1, failure_rate: 0.0556, p50_duration_ms: 700, p95_duration_ms: 2400, p99_duration_ms: 2400 }],
   runs: [
-    { run_id: "sample_run_3", agent_id: "sample_agent_1", customer_id: "sample-acme", first_ts: ago(0.5 * HOUR), status: "running", exit_code: null, duration_ms: null, tool_calls: 12, tool_failures: 0, error_events: 0, cost_cents: 35.2, models: [{ model: "claude-sonnet-4-5" }] },
+    { run_id: "sample_run_3", agent_id: "sample_agent_1", customer_id: "sample-acme", first_ts: ago(0.5 * HOUR), started_at: ago(0.5 * HOUR), status: "running", exit_code: null, duration_ms: null, tool_calls: 12, tool_failures: 0, error_events: 0, cost_cents: 35.2, models: [{ model: "claude-sonnet-4-5" }] },
     { run_id: "sample_run_2", agent_id: "sample_agent_1", customer_id: "sample-acme", first_ts: ago(2 * HOUR), status: "failed", exit_code: 1, duration_ms: 1800e3, tool_calls: 88, tool_failures: 6, error_events: 1, cost_cents: 412.8, models: [{ model: "claude-sonnet-4-5" }, { model: "claude-opus-4-1" }] },
     { run_id: "sample_run_1", agent_id: "sample_agent_2", customer_id: "sample-globex", first_ts: ago(5 * HOUR), status: "timeout", exit_code: 124, duration_ms: 3600e3, tool_calls: 140, tool_failures: 2, error_events: 0, cost_cents: 980.1, models: [{ model: "claude-opus-4-1" }] },
     { run_id: "sample_run_0", agent_id: "sample_agent_2", customer_id: "sample-globex", first_ts: ago(9 * HOUR), status: "success", exit_code: 0, duration_ms: 1080e3, tool_calls: 51, tool_failures: 1, error_events: 0, cost_cents: 150.0, models: [{ model: "claude-sonnet-4-5" }] },
@@ -499,7 +499,16 @@ async function loadSessions(gen) {
     "newest first · " + windowWords[sel.window] + (sel.customer ? " · " + customerName(sel.customer) : "") + (runsCursor ? " · older page" : ""));
   p.dataset.emptyWhen = "/sessions";
   p.dataset.filtered = String(filtered);
-  const statusCell = (v) => badge((STATUS[v] || [v || "—"])[0], (STATUS[v] || [, "muted"])[1]);
+  const statusCell = (v, r) => {
+    // "running" with no session.start: events of a run the isolate wrapper did not start (a
+    // Claude session's hooks alone), or whose start has not arrived; it may never "end".
+    if (v === "running" && !r.started_at) {
+      const b = badge("no start/end", "muted");
+      b.title = "no session.start or session.end stored for this run id: hook events only";
+      return b;
+    }
+    return badge((STATUS[v] || [v || "—"])[0], (STATUS[v] || [, "muted"])[1]);
+  };
   const cols = [
     { h: "Status", f: "/status", fmt: statusCell, also: { f: "/exit_code", fmt: (v) => (v === null || v === undefined ? "" : "exit " + v) } },
     { h: "Started (UTC)", f: "/first_ts", fmt: fmtTime, title: "time of the run's first event" },
