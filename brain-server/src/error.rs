@@ -34,6 +34,24 @@ pub enum ApiError {
     /// 404: no such resource.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request conflicts with the resource's state (`code` names how, e.g.
+    /// `customer_exists`).
+    #[error("{message}")]
+    Conflict {
+        /// Snake-case code.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// 422: the body is well-formed JSON but not a valid request, or an element is refused by
+    /// validation (`code` is the validation's code, e.g. `unknown_event_type`).
+    #[error("{message}")]
+    Unprocessable {
+        /// Snake-case code.
+        code: String,
+        /// For people.
+        message: String,
+    },
     /// 408: the body did not arrive within the body read timeout (seconds).
     #[error("the body was not received within {0} s")]
     BodyTimeout(u64),
@@ -75,6 +93,8 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -89,9 +109,12 @@ impl ApiError {
     }
 
     /// The stable snake_case code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::TooLarge { code, .. } => code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::TooLarge { code, .. }
+            | ApiError::Conflict { code, .. } => code,
+            ApiError::Unprocessable { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::BodyTimeout(_) => "body_timeout",

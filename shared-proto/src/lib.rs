@@ -9,6 +9,7 @@
 //! (or deserialization, which calls it) or from already-validated parts, so downstream code
 //! never re-checks.
 
+pub mod admin;
 mod api;
 pub mod dashboard;
 mod event;

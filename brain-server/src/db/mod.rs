@@ -42,8 +42,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, PgPool, SqlitePool};
 
-pub use admin::{AgentRow, AuditEntry, DeadLetter};
-pub use keys::{KeyInfo, MintedKey};
+pub use admin::{AgentRow, AuditEntry, DeadLetter, DeadLetterFilter};
+pub use keys::{CustomerInfo, KeyInfo, MintedKey};
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]

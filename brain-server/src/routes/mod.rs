@@ -1,6 +1,7 @@
 //! The HTTP routes: [`router`] nests one router per resource; handlers live in
 //! `routes/<resource>.rs` and are named `verb_noun`.
 
+pub(crate) mod admin;
 pub(crate) mod dashboard;
 pub(crate) mod events;
 pub(crate) mod health;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::post_events))
         .route("/v1/whoami", get(whoami::get_whoami))
         .nest("/v1/dashboard", dashboard::router())
+        .nest("/admin", admin::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(check_request_head))

@@ -36,6 +36,7 @@ macro_rules! both {
 }
 
 // After `both!`, which their tests use too.
+mod admin;
 mod dashboard;
 mod faults;
 mod fuzz;

@@ -1,5 +1,6 @@
-//! Operator reads and the audit log: dead letters, stored agents, event counts, and the
-//! audit entries every admin action writes (the insert is shared with the other domains).
+//! Operator reads and the audit log: dead letters (filtered, paged, marked when requeued),
+//! stored agents, event counts, and the audit entries every admin action writes (the insert
+//! is shared with the other domains and always runs in the action's own transaction).
 
 pub(super) mod postgres;
 pub(super) mod sqlite;
@@ -32,6 +33,43 @@ impl Store {
         dispatch!(self, dead_letters(customer_id, limit))
     }
 
+    /// One page of dead letters, newest first (by id), filtered as `filter` says.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn list_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+    ) -> Result<Vec<DeadLetter>, DbError> {
+        dispatch!(self, list_dead_letters(filter))
+    }
+
+    /// The dead letter `id`, if it exists.
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, DbError> {
+        dispatch!(self, dead_letter(id))
+    }
+
+    /// Records that the dead letter `id` was requeued as the event `event_id` with `status`
+    /// (`accepted` or `duplicate`): sets `requeued_at` and `requeued_event_id` unless an earlier
+    /// requeue did, and writes the `requeue` audit entry, in one transaction. Returns the row.
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] when there is no such dead letter, [`DbError::Query`] otherwise.
+    pub async fn mark_requeued(
+        &self,
+        id: i64,
+        event_id: &str,
+        status: &str,
+        actor: &str,
+    ) -> Result<DeadLetter, DbError> {
+        let now = Utc::now();
+        dispatch!(self, mark_requeued(id, event_id, status, now, actor))?
+            .ok_or(DbError::NotFound("dead letter"))
+    }
+
     /// Deletes the dead letters received before `cutoff` (their retention is over), in
     /// batches of 10 000 rows so that no one transaction holds the table long;
     /// returns how many.
@@ -62,12 +100,42 @@ impl Store {
     /// # Errors
     /// [`DbError::Query`] on a database error.
     pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, DbError> {
-        dispatch!(self, audit_log(limit))
+        self.audit_page(limit, None).await
+    }
+
+    /// One page of the audit log, newest first: at most `limit` entries with an id below
+    /// `before_id` (all when `None`).
+    ///
+    /// # Errors
+    /// [`DbError::Query`] on a database error.
+    pub async fn audit_page(
+        &self,
+        limit: i64,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        dispatch!(self, audit_log(limit, before_id))
     }
 }
 
 /// Dead letters deleted per statement by [`Store::prune_dead_letters`].
 const PRUNE_BATCH: i64 = 10_000;
+
+/// Which dead letters a page holds: every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// Only this customer's.
+    pub customer_id: Option<String>,
+    /// Only this rejection code.
+    pub reason: Option<String>,
+    /// Only those received at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only those received before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only those with an id below this one (the keyset cursor of the previous page).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
 
 /// A dead-lettered element of an ingest request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,6 +159,10 @@ pub struct DeadLetter {
     pub reason: String,
     /// The rejection message.
     pub message: String,
+    /// When it was first requeued (and its event stored or found stored).
+    pub requeued_at: Option<DateTime<Utc>>,
+    /// The event id its requeue stored.
+    pub requeued_event_id: Option<String>,
 }
 
 /// An agent as stored.
@@ -115,9 +187,9 @@ pub struct AuditEntry {
     pub id: i64,
     /// When.
     pub at: DateTime<Utc>,
-    /// Who (`cli`, `admin_api`).
+    /// Who (`admin-token` for the HTTP API, `cli:<unix user>` for an operator command).
     pub actor: String,
-    /// What (`mint`, `rotate`, `revoke`).
+    /// What (`create_customer`, `mint`, `rotate`, `revoke`, `requeue`).
     pub action: String,
     /// Parameters (never a plaintext key).
     pub params: Value,
@@ -135,6 +207,8 @@ struct DeadLetterRow<T> {
     truncated: bool,
     reason: String,
     message: String,
+    requeued_at: Option<T>,
+    requeued_event_id: Option<String>,
 }
 
 impl<T: StoredTime> From<DeadLetterRow<T>> for DeadLetter {
@@ -149,6 +223,8 @@ impl<T: StoredTime> From<DeadLetterRow<T>> for DeadLetter {
             truncated: r.truncated,
             reason: r.reason,
             message: r.message,
+            requeued_at: r.requeued_at.map(T::into_utc),
+            requeued_event_id: r.requeued_event_id,
         }
     }
 }

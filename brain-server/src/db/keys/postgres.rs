@@ -4,28 +4,45 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{AuthKey, KeyInfo, KeyRow, NewKey};
+use super::{AuthKey, CustomerMode, CustomerRow, KeyInfo, KeyRow, MintDone, NewKey, audit_action};
 use crate::db::DbError;
 use crate::db::admin::postgres::insert_audit;
 
-/// Returns (customer created, rotation).
+/// Mints `k` for its customer, treating the customer as `mode` says, and writes the audit
+/// entry, in one transaction (nothing is written when the mint is refused).
 pub(super) async fn mint_key(
     pool: &PgPool,
-    name: &str,
+    mode: CustomerMode<'_>,
     k: &NewKey,
     actor: &str,
-) -> Result<(bool, bool), DbError> {
+) -> Result<MintDone, DbError> {
     let mut tx = pool.begin().await?;
-    let created = sqlx::query(
-        "INSERT INTO customers (customer_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (customer_id) DO NOTHING",
-    )
-    .bind(&k.customer_id)
-    .bind(name)
-    .bind(k.created_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    let created = match mode {
+        CustomerMode::New(name) | CustomerMode::CreateOrUse(name) => {
+            sqlx::query(
+                "INSERT INTO customers (customer_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (customer_id) DO NOTHING",
+            )
+            .bind(&k.customer_id)
+            .bind(name)
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1
+        }
+        CustomerMode::Existing => false,
+    };
+    if matches!(mode, CustomerMode::New(_)) && !created {
+        return Ok(MintDone::Exists);
+    }
+    let stored_name: Option<String> =
+        sqlx::query_scalar("SELECT name FROM customers WHERE customer_id = $1")
+            .bind(&k.customer_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(stored_name) = stored_name else {
+        return Ok(MintDone::NoCustomer);
+    };
     let live: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM api_keys WHERE customer_id = $1 AND revoked_at IS NULL",
     )
@@ -45,19 +62,20 @@ pub(super) async fn mint_key(
     .execute(&mut *tx)
     .await?;
     let rotated = live > 0;
-    let params = json!({
+    let mut params = json!({
         "customer_id": k.customer_id, "key_id": k.key_id, "label": k.label,
         "env": k.env, "last4": k.last4, "customer_created": created,
     });
-    insert_audit(
-        &mut tx,
-        actor,
-        if rotated { "rotate" } else { "mint" },
-        &params,
-    )
-    .await?;
+    if let CustomerMode::New(name) | CustomerMode::CreateOrUse(name) = mode {
+        params["name"] = json!(name);
+    }
+    insert_audit(&mut tx, actor, audit_action(mode, rotated), &params).await?;
     tx.commit().await?;
-    Ok((created, rotated))
+    Ok(MintDone::Minted {
+        customer_created: created,
+        rotated,
+        stored_name,
+    })
 }
 
 pub(super) async fn revoke_key(
@@ -80,7 +98,10 @@ pub(super) async fn revoke_key(
             &mut tx,
             actor,
             "revoke",
-            &json!({"key_id": key_id, "customer_id": r.customer_id}),
+            &json!({
+                "key_id": key_id, "customer_id": r.customer_id,
+                "already_revoked": r.revoked_at != Some(now),
+            }),
         )
         .await?;
     }
@@ -113,4 +134,31 @@ pub(super) async fn find_live_key(pool: &PgPool, hash: &str) -> Result<Option<Au
         key_id,
         customer_id,
     }))
+}
+
+pub(super) async fn newest_key_env(
+    pool: &PgPool,
+    customer_id: &str,
+) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT env FROM api_keys WHERE customer_id = $1 ORDER BY created_at DESC, key_id DESC LIMIT 1",
+    )
+    .bind(customer_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(super) async fn customers(
+    pool: &PgPool,
+    customer_id: Option<&str>,
+) -> Result<Vec<CustomerRow<DateTime<Utc>>>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT c.customer_id, c.name, c.created_at, \
+           (SELECT COUNT(*) FROM api_keys k WHERE k.customer_id = c.customer_id AND k.revoked_at IS NULL) AS live_keys, \
+           (SELECT COUNT(*) FROM api_keys k WHERE k.customer_id = c.customer_id) AS keys \
+         FROM customers c WHERE ($1::text IS NULL OR c.customer_id = $1) ORDER BY c.customer_id",
+    )
+    .bind(customer_id)
+    .fetch_all(pool)
+    .await?)
 }
