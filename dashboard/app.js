@@ -341,6 +341,10 @@ const customerName = (id) => (customers.find((c) => c.customer_id === id) || { n
 function fillPicker(list) {
   const pick = $("customer");
   const keep = sel.customer;
+  // Rebuilt only when the customers changed (a refresh must not close an open picker).
+  const sig = JSON.stringify([keep, list.map((c) => [c.customer_id, c.name])]);
+  if (pick.dataset.sig === sig) return showSelection();
+  pick.dataset.sig = sig;
   pick.replaceChildren(h("option", { value: "" }, "All customers"));
   for (const c of list) pick.append(h("option", { value: c.customer_id }, c.name === c.customer_id ? c.name : `${c.name} (${c.customer_id})`));
   if (keep && !list.some((c) => c.customer_id === keep)) pick.append(h("option", { value: keep }, keep));

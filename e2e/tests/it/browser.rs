@@ -140,6 +140,30 @@ fn hand_made(agent: &str, salt: u64) -> Vec<Value> {
             json!({"status": status, "exit_code": exit, "duration_ms": 600_000}),
         ));
     }
+    // Enough finished runs (over both customers) for a second page of runs.
+    for i in 0..12 {
+        let run = format!("run_{agent}_batch_{i}");
+        for (event_type, ago, payload) in [
+            (
+                "session.start",
+                150 + 20 * i,
+                json!({"paperclip_run_id": run}),
+            ),
+            (
+                "session.end",
+                140 + 20 * i,
+                json!({"status": "success", "exit_code": 0, "duration_ms": 600_000}),
+            ),
+        ] {
+            v.push(envelope(
+                &ts_ago(mins(ago)),
+                event_type,
+                agent,
+                Some(&run),
+                payload,
+            ));
+        }
+    }
     // A run still going.
     let run = format!("run_{agent}_live");
     v.push(envelope(
@@ -483,15 +507,25 @@ impl Browser {
         }
     }
 
-    /// Picks `value` in the `<select id=…>`.
+    /// Picks `value` in the `<select id=…>` as a person would (a click on the option). Tried
+    /// three times: the page's minutely refresh may replace an option between find and click.
     async fn choose(&self, select: &str, value: &str) {
-        self.client
-            .find(Locator::Id(select))
-            .await
-            .unwrap_or_else(|e| panic!("#{select}: {e}"))
-            .select_by_value(value)
-            .await
-            .unwrap_or_else(|e| panic!("#{select} = {value}: {e}"));
+        let mut last = None;
+        for _ in 0..3 {
+            let picked = async {
+                self.client
+                    .find(Locator::Id(select))
+                    .await?
+                    .select_by_value(value)
+                    .await
+            };
+            match picked.await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("#{select} = {value}: {last:?}");
     }
 
     async fn close(self) {
@@ -896,6 +930,26 @@ fn dashboard_shows_the_apis_figures(backend: Backend) {
                 _ => assert!(!class.contains("bad") && !class.contains("warn"), "{m}"),
             }
         }
+        // Older runs: the next page by cursor, and back.
+        b.js("document.querySelector('[data-panel=sessions] button.more').click(); return null;")
+            .await;
+        b.wait_loaded(&loaded("", "24h", "")).await;
+        let older = assert_page_matches_api(&b, &base, "older runs", &loaded("", "24h", "")).await;
+        let q = panel(&older, "sessions")["query"].as_str().expect("query");
+        assert!(q.contains("cursor="), "the older page reads by cursor: {q}");
+        let first_of_older = figure(&older, "sessions", "/run_id");
+        assert_ne!(
+            first_of_older,
+            figure(&all, "sessions", "/run_id"),
+            "another page of runs"
+        );
+        b.js("document.querySelector('[data-panel=sessions] button.more').click(); return null;")
+            .await;
+        b.wait_loaded(&loaded("", "24h", "")).await;
+        let newest =
+            assert_page_matches_api(&b, &base, "newest runs", &loaded("", "24h", "")).await;
+        let q = panel(&newest, "sessions")["query"].as_str().expect("query");
+        assert!(!q.contains("cursor="), "back to the newest runs: {q}");
         // Stale boxes first.
         let stale = b
             .js(
