@@ -174,22 +174,32 @@ async fn raw_insert(store: &Store, rows: &[Row]) {
         }
         Store::Sqlite(pool) => {
             let now = now.timestamp_millis();
-            let mut tx = pool.begin().await.unwrap();
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) ",
-            );
-            qb.push_values(rows, |mut b, r| {
-                b.push_bind(r.id.to_string())
-                    .push_bind(r.ts.timestamp_millis())
-                    .push_bind(now)
-                    .push_bind(r.customer_id.clone())
-                    .push_bind(r.agent_id.clone())
-                    .push_bind(r.run_id.clone())
-                    .push_bind(r.event_type)
-                    .push_bind(r.payload.clone());
-            });
-            qb.build().execute(&mut *tx).await.unwrap();
-            tx.commit().await.unwrap();
+            // Under heavy contention a raw writer can wait past the 5 s busy timeout
+            // (SQLITE_BUSY, code 5): it tries again, as the server's clients would.
+            loop {
+                let mut tx = pool.begin().await.unwrap();
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO events (event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload) ",
+                );
+                qb.push_values(rows, |mut b, r| {
+                    b.push_bind(r.id.to_string())
+                        .push_bind(r.ts.timestamp_millis())
+                        .push_bind(now)
+                        .push_bind(r.customer_id.clone())
+                        .push_bind(r.agent_id.clone())
+                        .push_bind(r.run_id.clone())
+                        .push_bind(r.event_type)
+                        .push_bind(r.payload.clone());
+                });
+                match qb.build().execute(&mut *tx).await {
+                    Ok(_) => {
+                        tx.commit().await.unwrap();
+                        break;
+                    }
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5") => {}
+                    Err(e) => panic!("raw insert: {e}"),
+                }
+            }
         }
     }
 }
