@@ -77,7 +77,8 @@ pub struct Cli {
     #[arg(long, global = true, env = env_vars::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Data directory: embedded database and generated admin token [default: ./brain-data].
+    /// Data directory: embedded database and generated admin token [default: /var/lib/brain
+    /// when it exists and is writable, else $XDG_DATA_HOME/brain, else ~/.local/share/brain].
     #[arg(long, global = true, env = env_vars::BRAIN_DATA_DIR)]
     pub data_dir: Option<PathBuf>,
 
@@ -106,6 +107,8 @@ pub enum Command {
     /// Apply the database migrations and exit.
     Migrate,
     /// Mint an API key for a customer (created if missing); prints only the plaintext key.
+    /// For an existing customer the stored name is kept (a different NAME is reported on
+    /// stderr, and the key is minted all the same).
     MintKey {
         /// The customer's id, e.g. `acme`.
         customer_id: String,
@@ -118,6 +121,18 @@ pub enum Command {
         #[arg(long = "env", env = env_vars::BRAIN_KEY_ENV, default_value = "dev")]
         key_env: String,
     },
+    /// Mint another key for an existing customer (a rotation: revoke the old key once the new
+    /// one is in place); prints only the plaintext key.
+    RotateKey {
+        /// The customer's id.
+        customer_id: String,
+        /// A label for the new key, e.g. `box-1`.
+        #[arg(long)]
+        label: Option<String>,
+        /// The key environment [default: that of the customer's newest key].
+        #[arg(long = "env")]
+        key_env: Option<String>,
+    },
     /// Revoke a key by its id; ingest refuses it within 5 seconds.
     RevokeKey {
         /// The key's id (`key_…`, see `keys`).
@@ -125,14 +140,89 @@ pub enum Command {
     },
     /// List keys (never plaintext), of one customer or of all.
     Keys {
-        /// Only this customer's keys.
+        /// Only this customer's keys (exit 1 when there is no such customer).
         customer_id: Option<String>,
+        /// Print JSON (the `GET /admin/customers/{id}/keys` key objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or list customers.
+    Customers {
+        /// What to do.
+        #[command(subcommand)]
+        action: CustomersCommand,
+    },
+    /// List or requeue dead letters (elements the server was sent and did not store).
+    DeadLetters {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadLettersCommand,
+    },
+    /// Print the audit log of admin actions, newest first.
+    Audit {
+        /// Most entries to print (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON (the `GET /admin/audit` page) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Check or repair the rollup tables the dashboard reads (docs/rollups.md).
     Rollups {
         /// What to do with them.
         #[command(subcommand)]
         action: RollupsCommand,
+    },
+}
+
+/// `brain-server customers …`.
+#[derive(Debug, Subcommand)]
+pub enum CustomersCommand {
+    /// Create a customer and its first key; prints only the plaintext key (exit 1 when the
+    /// customer exists).
+    Create {
+        /// The customer's id: 1–64 of [a-z0-9_-], starting with a letter or digit.
+        customer_id: String,
+        /// The customer's display name.
+        name: String,
+        /// A label for the key, e.g. `box-1`.
+        #[arg(long)]
+        label: Option<String>,
+        /// The key environment (`dev`, `prod`, …): 1–16 of [a-z0-9].
+        #[arg(long = "env", env = env_vars::BRAIN_KEY_ENV, default_value = "dev")]
+        key_env: String,
+    },
+    /// List every customer with its key counts.
+    List {
+        /// Print JSON (the `GET /admin/customers` body) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `brain-server dead-letters …`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters, newest first (the raw element only with --json).
+    List {
+        /// Only this customer's.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only this rejection code, e.g. `unknown_event_type`.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Most dead letters to print (1–1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON (the `GET /admin/dead-letters` page) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a dead letter with today's rules and ingest it (idempotent); prints
+    /// `accepted <event_id>` or `duplicate <event_id>`; exit 1 when it is still refused.
+    Requeue {
+        /// The dead letter's id (see `dead-letters list`).
+        id: i64,
     },
 }
 

@@ -11,8 +11,10 @@ use crate::cli::Cli;
 
 /// Default listen address: loopback only (production binds the tailnet address).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Default data directory, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "./brain-data";
+/// The system data directory: the default when it exists and this user can write to it.
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/brain";
+/// The per-user data directory under `$XDG_DATA_HOME` (else `~/.local/share`).
+const USER_DATA_SUBDIR: &str = "brain";
 /// File name of the embedded SQLite database inside the data directory.
 pub const SQLITE_FILE: &str = "brain.db";
 /// File name of the generated admin token inside the data directory.
@@ -37,7 +39,8 @@ pub struct ServerConfig {
 pub struct DbConfig {
     /// `postgres://…` or `sqlite://path`; `None` means `<data_dir>/brain.db`.
     pub database_url: Option<SecretString>,
-    /// The data directory (embedded database, generated admin token).
+    /// The data directory (embedded database, generated admin token): `--data-dir`, else
+    /// `BRAIN_DATA_DIR`, else [`default_data_dir`].
     pub data_dir: PathBuf,
 }
 
@@ -131,12 +134,47 @@ impl DbConfig {
     pub fn from_cli(cli: &Cli) -> Self {
         DbConfig {
             database_url: cli.database_url.clone().map(SecretString::from),
-            data_dir: cli
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: cli.data_dir.clone().unwrap_or_else(default_data_dir),
         }
     }
+}
+
+/// The data directory when neither `--data-dir` nor `BRAIN_DATA_DIR` names one, never
+/// relative to the working directory (so that every command run by the same user, from
+/// anywhere, finds the same database): [`SYSTEM_DATA_DIR`] when it exists and this user can
+/// write to it; else `$XDG_DATA_HOME/brain`; else `$HOME/.local/share/brain`; else (no home)
+/// [`SYSTEM_DATA_DIR`], whose creation then fails with a clear error.
+pub fn default_data_dir() -> PathBuf {
+    let system = Path::new(SYSTEM_DATA_DIR);
+    if writable_dir(system) {
+        return system.to_owned();
+    }
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local").join("share")))
+        .map_or_else(|| system.to_owned(), |base| base.join(USER_DATA_SUBDIR))
+}
+
+/// Whether `dir` is a directory this process can create files in (tried: permission bits
+/// do not tell about ACLs, read-only mounts or root).
+fn writable_dir(dir: &Path) -> bool {
+    if !dir.is_dir() {
+        return false;
+    }
+    let probe = dir.join(format!(".brain-write-test-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .is_ok();
+    if created {
+        let _ = std::fs::remove_file(&probe);
+    }
+    created
 }
 
 impl ServerConfig {

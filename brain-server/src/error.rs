@@ -201,7 +201,7 @@ impl From<DbError> for ApiError {
         match &e {
             DbError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             DbError::Query(sqlx::Error::RowNotFound) => ApiError::NotFound("not found".to_owned()),
-            DbError::Connect(_) => ApiError::DatabaseUnavailable(e),
+            DbError::Connect(_) | DbError::ConnectTimeout(_) => ApiError::DatabaseUnavailable(e),
             DbError::Query(q) if is_unavailable(q) => ApiError::DatabaseUnavailable(e),
             _ => ApiError::Internal(e.into()),
         }

@@ -40,6 +40,7 @@ pub mod error;
 mod extract;
 mod http;
 mod ingest;
+mod requeue;
 mod routes;
 mod state;
 mod task;
@@ -78,8 +79,11 @@ pub async fn run(
     Ok(())
 }
 
-/// Opens the configured database (the embedded SQLite file when no URL is given, saying
-/// where) and applies the migrations.
+/// Opens the configured database (the embedded SQLite file when no URL is given) and applies
+/// the migrations. Says first, on one log line (stderr), which database it opens: the
+/// Postgres user, host, port and database (never the password), or the SQLite file's absolute
+/// path. An unreachable Postgres is reported with its cause (connection refused,
+/// authentication failed, unknown database, no answer).
 ///
 /// # Errors
 /// When the data directory cannot be created, the database cannot be opened, or a
@@ -87,19 +91,25 @@ pub async fn run(
 pub async fn open_store(db: &DbConfig) -> anyhow::Result<Store> {
     let store = match &db.database_url {
         Some(url) => {
-            let store = Store::connect(url.expose_secret())
+            let shown = describe_url(url.expose_secret());
+            tracing::info!("database: {shown} (DATABASE_URL)");
+            Store::connect(url.expose_secret())
                 .await
-                .context("connecting to DATABASE_URL")?;
-            tracing::info!(backend = ?store.backend(), "database: DATABASE_URL");
-            store
+                .with_context(|| format!("connecting to DATABASE_URL ({shown})"))?
         }
         None => {
-            std::fs::create_dir_all(&db.data_dir).with_context(|| {
-                format!("creating the data directory {}", db.data_dir.display())
-            })?;
             let path = db.sqlite_path();
             let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
-            tracing::info!(path = %shown.display(), "database: embedded SQLite file");
+            tracing::info!(
+                "database: SQLite {} (the embedded file of the data directory)",
+                shown.display()
+            );
+            std::fs::create_dir_all(&db.data_dir).with_context(|| {
+                format!(
+                    "creating the data directory {} (set BRAIN_DATA_DIR or --data-dir to use another)",
+                    db.data_dir.display()
+                )
+            })?;
             Store::open_sqlite_file(&path)
                 .await
                 .with_context(|| format!("opening the SQLite database {}", shown.display()))?
@@ -110,6 +120,30 @@ pub async fn open_store(db: &DbConfig) -> anyhow::Result<Store> {
         .await
         .context("running the database migrations")?;
     Ok(store)
+}
+
+/// A `DATABASE_URL` as it may be shown: `Postgres user@host:port/database` or `SQLite path`,
+/// never a password.
+fn describe_url(url: &str) -> String {
+    use std::str::FromStr as _;
+    if url.starts_with("postgres")
+        && let Ok(pg) = sqlx::postgres::PgConnectOptions::from_str(url)
+    {
+        return format!(
+            "Postgres {}@{}:{}/{}",
+            pg.get_username(),
+            pg.get_host(),
+            pg.get_port(),
+            pg.get_database().unwrap_or(pg.get_username())
+        );
+    }
+    match url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Some(path) => format!("SQLite {path}"),
+        None => "an unsupported URL (expected postgres://… or sqlite://…)".to_owned(),
+    }
 }
 
 /// Resolves the admin token for `data_dir` and builds the state (starting the writer).

@@ -1,8 +1,15 @@
 //! The operator commands of SPEC §5, one module per command family: `serve` (the HTTP
-//! server), `migrate` (here), `keys` (`mint-key`, `revoke-key`, `keys`), `rollups`
-//! (`rollups verify`, `rollups rebuild`). This module
-//! dispatches and owns the one function that writes to stdout.
+//! server), `migrate` (here), `keys` (`mint-key`, `rotate-key`, `revoke-key`, `keys`),
+//! `customers` (`customers create`, `customers list`), `dead_letters` (`dead-letters list`,
+//! `dead-letters requeue`), `audit`, `rollups` (`rollups verify`, `rollups rebuild`). This
+//! module dispatches and owns the one function that writes to stdout.
+//!
+//! The commands that change something go through the same [`crate::db::Store`] functions as
+//! the admin API (`routes/admin.rs`), and their audit entries name the operator ([`actor`]).
 
+mod audit;
+mod customers;
+mod dead_letters;
 mod keys;
 mod rollups;
 mod serve;
@@ -11,7 +18,7 @@ use std::io::{self, Write};
 
 use anyhow::Context as _;
 
-use crate::cli::{Cli, Command, RollupsCommand};
+use crate::cli::{Cli, Command, CustomersCommand, DeadLettersCommand, RollupsCommand};
 use crate::config::{DbConfig, ServerConfig};
 
 /// An error caused by the operator's input (exit code 1), as opposed to a failure (exit 2).
@@ -19,8 +26,31 @@ use crate::config::{DbConfig, ServerConfig};
 #[error("{0}")]
 pub struct UserError(pub String);
 
-/// Who the audit log names for actions taken from the command line.
-pub(super) const ACTOR: &str = "cli";
+/// Who the audit log names for actions taken from the command line: `cli:<user>`, the user
+/// the process runs as. The uid is read from the owner of `/proc/self` and named from
+/// `/etc/passwd` (`cli:uid=<n>` when it has no entry there); `$USER`, which anyone can set to
+/// anything, is not used.
+pub(super) fn actor() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata("/proc/self") else {
+        return "cli:unknown".to_owned();
+    };
+    let uid = meta.uid();
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?.parse::<u32>().ok()?;
+                (id == uid && !name.is_empty()).then(|| name.to_owned())
+            })
+        });
+    match name {
+        Some(name) => format!("cli:{name}"),
+        None => format!("cli:uid={uid}"),
+    }
+}
 
 /// Runs the command `cli` names (default `serve`).
 ///
@@ -43,14 +73,68 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             label,
             key_env,
         }) => keys::mint(&db, customer_id, name, label.as_deref(), key_env).await,
+        Some(Command::RotateKey {
+            customer_id,
+            label,
+            key_env,
+        }) => keys::rotate(&db, customer_id, label.as_deref(), key_env.as_deref()).await,
         Some(Command::RevokeKey { key_id }) => keys::revoke(&db, key_id).await,
-        Some(Command::Keys { customer_id }) => keys::list(&db, customer_id.as_deref()).await,
+        Some(Command::Keys { customer_id, json }) => {
+            keys::list(&db, customer_id.as_deref(), *json).await
+        }
+        Some(Command::Customers {
+            action:
+                CustomersCommand::Create {
+                    customer_id,
+                    name,
+                    label,
+                    key_env,
+                },
+        }) => customers::create(&db, customer_id, name, label.as_deref(), key_env).await,
+        Some(Command::Customers {
+            action: CustomersCommand::List { json },
+        }) => customers::list(&db, *json).await,
+        Some(Command::DeadLetters {
+            action:
+                DeadLettersCommand::List {
+                    customer,
+                    reason,
+                    limit,
+                    json,
+                },
+        }) => dead_letters::list(&db, customer.clone(), reason.clone(), *limit, *json).await,
+        Some(Command::DeadLetters {
+            action: DeadLettersCommand::Requeue { id },
+        }) => dead_letters::requeue(&db, *id).await,
+        Some(Command::Audit { limit, json }) => audit::list(&db, *limit, *json).await,
         Some(Command::Rollups {
             action: RollupsCommand::Verify,
         }) => rollups::verify(&db).await,
         Some(Command::Rollups {
             action: RollupsCommand::Rebuild,
         }) => rollups::rebuild(&db).await,
+    }
+}
+
+/// `value` as pretty JSON and a newline, for `--json`.
+pub(super) fn json_text(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut text = serde_json::to_string_pretty(value).context("encoding JSON")?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// A time as the tables print it: RFC 3339, UTC, whole seconds.
+pub(super) fn time_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The page size `--limit` asks for: 1–1000.
+pub(super) fn checked_limit(limit: u32) -> Result<i64, UserError> {
+    let max = shared_proto::admin::MAX_PAGE_LIMIT;
+    if (1..=max).contains(&limit) {
+        Ok(i64::from(limit))
+    } else {
+        Err(UserError(format!("--limit must be between 1 and {max}")))
     }
 }
 

@@ -40,7 +40,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection as _, PgPool, SqlitePool};
+use sqlx::{Connection as _, PgConnection, PgPool, SqlitePool};
 
 pub use admin::{AgentRow, AuditEntry, DeadLetter, DeadLetterFilter};
 pub use keys::{CustomerInfo, KeyInfo, MintedKey};
@@ -54,6 +54,10 @@ pub enum DbError {
     /// Opening the pool failed.
     #[error("could not connect to the database")]
     Connect(#[source] sqlx::Error),
+    /// The database did not answer a connection attempt in time (a firewall dropping
+    /// packets, a host that is down).
+    #[error("could not connect to the database: no answer within {} s", .0.as_secs())]
+    ConnectTimeout(Duration),
     /// Running the embedded migrations failed.
     #[error("could not run the database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -96,6 +100,9 @@ pub enum Store {
     Sqlite(SqlitePool),
 }
 
+/// How long opening a Postgres store waits for its first connection.
+const CONNECT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a request waits for a pooled connection before the database counts as down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -117,6 +124,18 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| DbError::Url(Some(e)))?;
+            // The pool retries a failed connect until its acquire timeout and then reports
+            // only "pool timed out": one direct connection first reports the real cause
+            // (connection refused, authentication failed, unknown database).
+            match tokio::time::timeout(CONNECT_PROBE_TIMEOUT, PgConnection::connect_with(&opts))
+                .await
+            {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                }
+                Ok(Err(e)) => return Err(DbError::Connect(e)),
+                Err(_) => return Err(DbError::ConnectTimeout(CONNECT_PROBE_TIMEOUT)),
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -3,9 +3,10 @@
 //!
 //! Every change goes through the same [`Store`](crate::db::Store) functions as the operator
 //! commands, and writes its audit entry (actor [`ACTOR`]) in the transaction of the change.
-//! A requeue stores the event through the ingest writer, like `POST /v1/events` (so dedupe,
-//! agent ownership and rollups apply), then marks the dead letter and writes the audit entry
-//! in a second transaction: the writer's transaction belongs to the group it commits.
+//! A requeue ([`crate::requeue`]) stores the event through the ingest writer, like
+//! `POST /v1/events` (so dedupe, agent ownership and rollups apply), then marks the dead letter
+//! and writes the audit entry in a second transaction: the writer's transaction belongs to the
+//! group it commits.
 
 use axum::Json;
 use axum::Router;
@@ -13,23 +14,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::value::RawValue;
+use shared_proto::KeyEnv;
 use shared_proto::admin::{
-    AuditItem, AuditPage, AuditQuery, CreateCustomerRequest, CreatedKey, CustomerId, CustomerList,
-    CustomerSummary, DEFAULT_PAGE_LIMIT, DeadLetterItem, DeadLetterPage, DeadLetterQuery, KeyList,
-    KeySummary, MAX_PAGE_LIMIT, RequeueResponse, RotateKeyRequest, check_customer_name,
-    check_key_label,
+    AuditPage, AuditQuery, CreateCustomerRequest, CreatedKey, CustomerId, CustomerList,
+    DEFAULT_PAGE_LIMIT, DeadLetterPage, DeadLetterQuery, KeyList, KeySummary, MAX_PAGE_LIMIT,
+    RequeueResponse, RotateKeyRequest, check_customer_name, check_key_label,
 };
-use shared_proto::{EventStatus, KeyEnv};
 
 use crate::auth::Admin;
-use crate::db::ingest::Outcome;
-use crate::db::{AuditEntry, CustomerInfo, DeadLetter, DeadLetterFilter, KeyInfo, MintedKey};
+use crate::db::DeadLetterFilter;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::ingest::validate::validate;
 use crate::ingest::writer::SubmitError;
-use crate::ingest::{Item, WriteJob};
+use crate::requeue::{RequeueError, requeue};
 use crate::state::AppState;
 
 /// Who the audit log names for actions taken through the HTTP API.
@@ -101,13 +98,13 @@ async fn post_customer(
                 "customer `{id}` exists; POST /admin/customers/{id}/keys mints another key"
             ),
         })?;
-    Ok((StatusCode::CREATED, Json(created_key(minted))).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedKey::from(minted))).into_response())
 }
 
 /// `GET /admin/customers`: every customer with its key counts.
 async fn get_customers(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let customers = state.store().list_customers(None).await?;
-    let customers = customers.into_iter().map(customer_summary).collect();
+    let customers = customers.into_iter().map(Into::into).collect();
     Ok(Json(CustomerList { customers }).into_response())
 }
 
@@ -127,7 +124,7 @@ async fn post_customer_key(
         .rotate_key(&customer_id, label, env.as_ref(), ACTOR)
         .await?
         .ok_or_else(|| unknown_customer(&customer_id))?;
-    Ok((StatusCode::CREATED, Json(created_key(minted))).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedKey::from(minted))).into_response())
 }
 
 /// `GET /admin/customers/{id}/keys`: the customer's keys, never their plaintext; 404 for an
@@ -144,7 +141,7 @@ async fn get_customer_keys(
     let keys = store.list_keys(Some(&customer_id)).await?;
     Ok(Json(KeyList {
         customer_id,
-        keys: keys.into_iter().map(key_summary).collect(),
+        keys: keys.into_iter().map(Into::into).collect(),
     })
     .into_response())
 }
@@ -158,7 +155,7 @@ async fn post_key_revoke(
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let key = state.store().revoke_key(&key_id, ACTOR).await?;
-    Ok(Json(key_summary(key)).into_response())
+    Ok(Json(KeySummary::from(key)).into_response())
 }
 
 /// `GET /admin/dead-letters`: one page, newest first, filtered by customer, reason and
@@ -180,7 +177,7 @@ async fn get_dead_letters(
     let mut rows = state.store().list_dead_letters(&filter).await?;
     let next_cursor = next_cursor(&mut rows, limit, |d| d.id);
     Ok(Json(DeadLetterPage {
-        dead_letters: rows.into_iter().map(dead_letter_item).collect(),
+        dead_letters: rows.into_iter().map(Into::into).collect(),
         next_cursor,
     })
     .into_response())
@@ -197,70 +194,31 @@ async fn post_dead_letter_requeue(
     _: Admin,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
-    let dead = state
-        .store()
-        .dead_letter(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("dead letter {id} not found")))?;
-    if dead.truncated {
-        return Err(ApiError::Conflict {
-            code: "dead_letter_truncated",
-            message: format!(
-                "dead letter {id} keeps only {} of the element's {} bytes; it cannot be requeued",
-                dead.raw.len(),
-                dead.raw_bytes
-            ),
-        });
-    }
-    let element: &RawValue = serde_json::from_str(&dead.raw).map_err(|e| {
-        unprocessable(
-            "malformed_json",
-            format!("the stored element is not JSON: {e}"),
-        )
-    })?;
-    let item = validate(&dead.raw, element);
-    let event_id = match &item {
-        Item::Valid(ev) => ev.event_id.to_string(),
-        Item::Rejected { code, message, .. } => return Err(unprocessable(code, message.clone())),
+    let writer = state.clone();
+    let write = |job| async move {
+        let reply = writer.submit(job).map_err(|e| match e {
+            SubmitError::Full | SubmitError::Closed => RequeueError::Overloaded,
+        })?;
+        reply.await.map_err(|_| RequeueError::Overloaded)
     };
-    let job = WriteJob {
-        customer_id: dead.customer_id.clone(),
-        items: vec![item],
-        body: dead.raw.clone(),
-        in_flight: state.in_flight(),
-    };
-    let reply = state.submit(job).map_err(|e| match e {
-        SubmitError::Full | SubmitError::Closed => ApiError::Overloaded,
-    })?;
-    let outcome = reply
+    let done = requeue(state.store(), id, ACTOR, state.in_flight(), write)
         .await
-        .map_err(|_| ApiError::Overloaded)?
-        .map_err(ApiError::from)?
-        .pop();
-    let status = match outcome {
-        Some(Outcome::Accepted(_)) => EventStatus::Accepted,
-        Some(Outcome::Duplicate(_)) => EventStatus::Duplicate,
-        Some(Outcome::Rejected { code, message, .. }) => return Err(unprocessable(&code, message)),
-        None => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "the ingest writer answered no outcome"
-            )));
-        }
-    };
-    let status_name = match status {
-        EventStatus::Accepted => "accepted",
-        _ => "duplicate",
-    };
-    let marked = state
-        .store()
-        .mark_requeued(id, &event_id, status_name, ACTOR)
-        .await?;
+        .map_err(|e| match e {
+            RequeueError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RequeueError::Truncated { .. } => ApiError::Conflict {
+                code: "dead_letter_truncated",
+                message: e.to_string(),
+            },
+            RequeueError::Refused { code, message } => unprocessable(&code, message),
+            RequeueError::Overloaded => ApiError::Overloaded,
+            RequeueError::Db(e) => e.into(),
+        })?;
     Ok(Json(RequeueResponse {
         dead_letter_id: id,
-        customer_id: marked.customer_id,
-        event_id,
-        status,
-        requeued_at: marked.requeued_at.unwrap_or_default(),
+        customer_id: done.dead_letter.customer_id,
+        event_id: done.event_id,
+        status: done.status,
+        requeued_at: done.dead_letter.requeued_at.unwrap_or_default(),
     })
     .into_response())
 }
@@ -279,7 +237,7 @@ async fn get_audit(
         .await?;
     let next_cursor = next_cursor(&mut rows, limit, |a| a.id);
     Ok(Json(AuditPage {
-        entries: rows.into_iter().map(audit_item).collect(),
+        entries: rows.into_iter().map(Into::into).collect(),
         next_cursor,
     })
     .into_response())
@@ -330,65 +288,5 @@ fn next_cursor<T>(rows: &mut Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Opti
         rows.last().map(|r| id(r).to_string())
     } else {
         None
-    }
-}
-
-fn created_key(m: MintedKey) -> CreatedKey {
-    CreatedKey {
-        api_key_plaintext: m.api_key.expose().to_owned(),
-        customer_id: m.customer_id,
-        key_id: m.key_id,
-        env: m.env,
-        label: m.label,
-        last4: m.last4,
-        created_at: m.created_at,
-    }
-}
-
-fn key_summary(k: KeyInfo) -> KeySummary {
-    KeySummary {
-        key_id: k.key_id,
-        customer_id: k.customer_id,
-        label: k.label,
-        env: k.env,
-        created_at: k.created_at,
-        revoked_at: k.revoked_at,
-        last4: k.last4,
-    }
-}
-
-fn customer_summary(c: CustomerInfo) -> CustomerSummary {
-    CustomerSummary {
-        customer_id: c.customer_id,
-        name: c.name,
-        created_at: c.created_at,
-        live_keys: c.live_keys,
-        keys: c.keys,
-    }
-}
-
-fn dead_letter_item(d: DeadLetter) -> DeadLetterItem {
-    DeadLetterItem {
-        id: d.id,
-        customer_id: d.customer_id,
-        received_at: d.received_at,
-        event_id: d.event_id,
-        reason: d.reason,
-        message: d.message,
-        raw_bytes: d.raw_bytes,
-        truncated: d.truncated,
-        raw: d.raw,
-        requeued_at: d.requeued_at,
-        requeued_event_id: d.requeued_event_id,
-    }
-}
-
-fn audit_item(a: AuditEntry) -> AuditItem {
-    AuditItem {
-        id: a.id,
-        at: a.at,
-        actor: a.actor,
-        action: a.action,
-        params: a.params,
     }
 }

@@ -25,6 +25,7 @@ both!(
     bad_requests_are_refused_in_the_envelope,
     dead_letters_are_listed_and_requeued,
     no_plaintext_key_or_admin_token_anywhere_in_the_database,
+    the_command_line_does_what_the_admin_api_does,
 );
 
 /// POSTs `body` (JSON, or nothing) to `path` with the admin token; (status, JSON body).
@@ -762,11 +763,14 @@ async fn no_plaintext_key_or_admin_token_anywhere_in_the_database(backend: Backe
     let (status, _) = admin_post(&app, &format!("/admin/keys/{}/revoke", key_ids[0]), None).await;
     assert_eq!(status, StatusCode::OK);
 
-    // From the command line: a new customer and a second key for it, a key for acme.
+    // From the command line: a new customer and a second key for it, a key for acme, a
+    // customer created and its key rotated.
     for args in [
         &["mint-key", "initech", "Initech"][..],
         &["mint-key", "initech", "Initech", "--label", "cli-2"],
         &["mint-key", "acme", "acme Inc"],
+        &["customers", "create", "hooli", "Hooli"],
+        &["rotate-key", "hooli", "--label", "cli-r"],
     ] {
         let out = cli(app.data_dir.path(), url.as_deref())
             .args(args)
@@ -794,9 +798,9 @@ async fn no_plaintext_key_or_admin_token_anywhere_in_the_database(backend: Backe
     }
 
     let audit = app.store().audit_log(1000).await.unwrap();
-    assert_eq!(audit.len(), 2 * 3 + 1 + 3, "{audit:?}");
+    assert_eq!(audit.len(), 2 * 3 + 1 + 5, "{audit:?}");
     assert!(
-        audit.iter().take(3).all(|a| a.actor.starts_with("cli")),
+        audit.iter().take(5).all(|a| a.actor.starts_with("cli:")),
         "{audit:?}"
     );
 
@@ -818,4 +822,362 @@ async fn no_plaintext_key_or_admin_token_anywhere_in_the_database(backend: Backe
         }
     }
     app.stop().await;
+}
+
+/// Runs the binary with `args`; (exit code, stdout, stderr).
+fn run(data_dir: &Path, url: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let out = cli(data_dir, url).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The user name the audit log should name for this process (the uid's /etc/passwd entry).
+fn unix_user() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2)? == &uid.to_string().as_str()).then(|| f[0].to_owned())
+        })
+        .unwrap_or_else(|| format!("uid={uid}"))
+}
+
+async fn the_command_line_does_what_the_admin_api_does(backend: Backend) {
+    let Some((app, url, _pg)) = app_with_url(backend).await else {
+        return;
+    };
+    let dir = app.data_dir.path().to_owned();
+    let url = url.as_deref();
+    let run = |args: &[&str]| run(&dir, url, args);
+
+    // customers create: the plaintext on stdout, one line; which database on stderr.
+    let (code, stdout, stderr) = run(&[
+        "customers",
+        "create",
+        "acme",
+        "Acme Inc",
+        "--label",
+        "box-1",
+        "--env",
+        "prod",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1);
+    let key1 = stdout.trim().to_owned();
+    assert!(key1.starts_with("m8brain_prod_"), "{key1}");
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("database: "))
+        .collect();
+    assert_eq!(said.len(), 1, "one line names the database: {stderr}");
+    match backend {
+        Backend::Sqlite => assert!(said[0].contains("brain.db"), "{stderr}"),
+        Backend::Postgres => {
+            assert!(
+                said[0].contains("Postgres") && said[0].contains("127.0.0.1"),
+                "{stderr}"
+            );
+        }
+    }
+    let (status, _) = app
+        .ingest(&key1, &json!([tool_call("agent_a", "Bash", true, 5)]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "the key works");
+    let (code, _, stderr) = run(&["customers", "create", "acme", "Acme Inc"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("customer acme exists"), "{stderr}");
+    let (code, _, stderr) = run(&["customers", "create", "Acme!", "Acme Inc"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("customer_id must be"), "{stderr}");
+
+    // mint-key with another name: minted for the existing customer, its name kept, said.
+    let (code, stdout, stderr) = run(&["mint-key", "acme", "ACME Corp"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("exists with the name \"Acme Inc\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ignored"), "{stderr}");
+    let key2 = stdout.trim().to_owned();
+    shared_proto::ApiKey::parse(&key2).unwrap();
+
+    // rotate-key: the environment of the newest key; unknown customer: exit 1.
+    let (code, stdout, stderr) = run(&["rotate-key", "acme", "--label", "box-3"]);
+    assert_eq!(code, 0, "{stderr}");
+    let key3 = stdout.trim().to_owned();
+    assert!(
+        key3.starts_with("m8brain_dev_"),
+        "mint-key's default env was newest: {key3}"
+    );
+    let (code, _, stderr) = run(&["rotate-key", "nope"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no customer nope"), "{stderr}");
+
+    // keys: table and JSON, never the plaintext; unknown customer: exit 1.
+    let (code, table, _) = run(&["keys", "acme"]);
+    assert_eq!(code, 0);
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let (code, stdout, stderr) = run(&["keys", "acme", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let keys: Value = serde_json::from_str(&stdout).unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys[0]["label"], "box-1");
+    assert_eq!(keys[2]["label"], "box-3");
+    for key in [&key1, &key2, &key3] {
+        assert!(!stdout.contains(key.as_str()) && !table.contains(key.as_str()));
+    }
+    let (code, stdout, stderr) = run(&["keys", "nope"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("no customer nope"), "{stderr}");
+    let (code, stdout, _) = run(&["keys", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // revoke-key; the admin API sees what the command line did.
+    let key1_id = keys[0]["key_id"].as_str().unwrap();
+    let (code, stdout, stderr) = run(&["revoke-key", key1_id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("revoked {key1_id}")),
+        "{stdout}"
+    );
+    let (_, list) = app.admin_get("/admin/customers/acme/keys").await;
+    assert!(list["keys"][0]["revoked_at"].is_string(), "{list}");
+
+    // customers list: table and JSON (the body of GET /admin/customers).
+    let (code, stdout, _) = run(&["customers", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("acme\tAcme Inc\t"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["customers", "list", "--json"]);
+    assert_eq!(code, 0);
+    let (_, http) = app.admin_get("/admin/customers").await;
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), http);
+    assert_eq!(http["customers"][0]["live_keys"], 2);
+
+    // dead-letters list and requeue.
+    let (status, _) = app
+        .ingest(&key2, &json!([event("nope", "agent_a", None, json!({}))]))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let today = tool_call("agent_c", "Grep", true, 7);
+    let today_id = today["event_id"].as_str().unwrap().to_owned();
+    let planted = plant_dead_letter(
+        app.store(),
+        "acme",
+        &today.to_string(),
+        "unknown_event_type",
+        false,
+    )
+    .await;
+    let (code, stdout, stderr) = run(&["dead-letters", "list", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, http) = app.admin_get("/admin/dead-letters").await;
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), http);
+    let (code, stdout, _) = run(&[
+        "dead-letters",
+        "list",
+        "--customer",
+        "acme",
+        "--reason",
+        "unknown_event_type",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let (code, stdout, _) = run(&["dead-letters", "list", "--customer", "globex"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let (code, _, stderr) = run(&["dead-letters", "list", "--limit", "0"]);
+    assert_eq!(code, 1, "{stderr}");
+    let events = app.store().count_events().await.unwrap();
+    let (code, stdout, stderr) = run(&["dead-letters", "requeue", &planted.to_string()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("accepted {today_id}\n"));
+    assert_eq!(app.store().count_events().await.unwrap(), events + 1);
+    assert_eq!(
+        app.store()
+            .agent("agent_c")
+            .await
+            .unwrap()
+            .unwrap()
+            .customer_id,
+        "acme"
+    );
+    let (code, stdout, _) = run(&["dead-letters", "requeue", &planted.to_string()]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, format!("duplicate {today_id}\n"));
+    assert_eq!(app.store().count_events().await.unwrap(), events + 1);
+    // The same dead letter over HTTP: duplicate too.
+    let (status, body) = admin_post(
+        &app,
+        &format!("/admin/dead-letters/{planted}/requeue"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (StatusCode::OK, json!("duplicate"))
+    );
+    let still = http["dead_letters"][1]["id"].as_i64().unwrap();
+    let (code, _, stderr) = run(&["dead-letters", "requeue", &still.to_string()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("still refused: unknown_event_type"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["dead-letters", "requeue", "999999"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+
+    // audit: who did what, newest first; the table and JSON.
+    let (code, stdout, stderr) = run(&["audit", "--json", "--limit", "1000"]);
+    assert_eq!(code, 0, "{stderr}");
+    let audit: Value = serde_json::from_str(&stdout).unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    let me = format!("cli:{}", unix_user());
+    assert_eq!(
+        got,
+        [
+            ("admin-token", "requeue"),
+            (me.as_str(), "requeue"),
+            (me.as_str(), "requeue"),
+            (me.as_str(), "revoke"),
+            (me.as_str(), "rotate"),
+            (me.as_str(), "rotate"),
+            (me.as_str(), "create_customer"),
+        ],
+        "{stdout}"
+    );
+    assert_eq!(entries[2]["params"]["status"], "accepted");
+    assert_eq!(entries[1]["params"]["status"], "duplicate");
+    assert_eq!(
+        entries[5]["params"]["name"], "ACME Corp",
+        "the name given is recorded"
+    );
+    let (code, stdout, _) = run(&["audit", "--limit", "2"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("\tadmin-token\trequeue\t"),
+        "{stdout}"
+    );
+    let (code, _, _) = run(&["audit", "--limit", "1001"]);
+    assert_eq!(code, 1);
+    for secret in [key1.as_str(), &key2, &key3, ADMIN_TOKEN] {
+        assert!(!stdout.contains(secret));
+    }
+    app.stop().await;
+}
+
+/// With no --data-dir and no BRAIN_DATA_DIR, every command finds the same database wherever
+/// it runs from: $XDG_DATA_HOME/brain, else ~/.local/share/brain (/var/lib/brain when it
+/// exists and is writable: not on a test machine).
+#[test]
+#[expect(clippy::print_stderr, reason = "a skipped test says so")]
+fn the_data_directory_does_not_depend_on_the_working_directory() {
+    if Path::new(brain_server::config::SYSTEM_DATA_DIR).exists() {
+        eprintln!(
+            "skipped: {} exists on this machine",
+            brain_server::config::SYSTEM_DATA_DIR
+        );
+        return;
+    }
+    let home = tempfile::TempDir::new().unwrap();
+    let elsewhere = tempfile::TempDir::new().unwrap();
+    let bare = |cwd: &Path| {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .env("RUST_LOG", "info")
+            .env("HOME", home.path())
+            .current_dir(cwd);
+        c
+    };
+    let out = bare(home.path())
+        .args(["customers", "create", "acme", "Acme"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = home.path().join(".local/share/brain/brain.db");
+    assert!(db.exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&db.display().to_string()));
+    // From another directory: the same database (the customer is there).
+    let out = bare(elsewhere.path())
+        .args(["keys", "acme"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).unwrap().count(),
+        0,
+        "nothing in the cwd"
+    );
+    // $XDG_DATA_HOME wins over ~/.local/share.
+    let xdg = tempfile::TempDir::new().unwrap();
+    let out = bare(elsewhere.path())
+        .env("XDG_DATA_HOME", xdg.path())
+        .args(["keys", "acme"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a fresh database: no customer acme"
+    );
+    assert!(xdg.path().join("brain/brain.db").exists());
+}
+
+/// An unreachable Postgres is reported with its cause, not as a pool timeout.
+#[test]
+fn an_unreachable_postgres_is_reported_with_its_cause() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = cli(dir.path(), Some("postgres://postgres@127.0.0.1:1/brain"))
+        .args(["keys"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Postgres postgres@127.0.0.1:1/brain"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("timed out"), "{stderr}");
 }

@@ -228,3 +228,33 @@ impl<T: StoredTime> From<DeadLetterRow<T>> for DeadLetter {
         }
     }
 }
+
+impl From<DeadLetter> for shared_proto::admin::DeadLetterItem {
+    fn from(d: DeadLetter) -> Self {
+        shared_proto::admin::DeadLetterItem {
+            id: d.id,
+            customer_id: d.customer_id,
+            received_at: d.received_at,
+            event_id: d.event_id,
+            reason: d.reason,
+            message: d.message,
+            raw_bytes: d.raw_bytes,
+            truncated: d.truncated,
+            raw: d.raw,
+            requeued_at: d.requeued_at,
+            requeued_event_id: d.requeued_event_id,
+        }
+    }
+}
+
+impl From<AuditEntry> for shared_proto::admin::AuditItem {
+    fn from(a: AuditEntry) -> Self {
+        shared_proto::admin::AuditItem {
+            id: a.id,
+            at: a.at,
+            actor: a.actor,
+            action: a.action,
+            params: a.params,
+        }
+    }
+}

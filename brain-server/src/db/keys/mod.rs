@@ -348,3 +348,43 @@ impl<T: StoredTime> From<KeyRow<T>> for KeyInfo {
         }
     }
 }
+
+impl From<KeyInfo> for shared_proto::admin::KeySummary {
+    fn from(k: KeyInfo) -> Self {
+        shared_proto::admin::KeySummary {
+            key_id: k.key_id,
+            customer_id: k.customer_id,
+            label: k.label,
+            env: k.env,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            last4: k.last4,
+        }
+    }
+}
+
+impl From<CustomerInfo> for shared_proto::admin::CustomerSummary {
+    fn from(c: CustomerInfo) -> Self {
+        shared_proto::admin::CustomerSummary {
+            customer_id: c.customer_id,
+            name: c.name,
+            created_at: c.created_at,
+            live_keys: c.live_keys,
+            keys: c.keys,
+        }
+    }
+}
+
+impl From<MintedKey> for shared_proto::admin::CreatedKey {
+    fn from(m: MintedKey) -> Self {
+        shared_proto::admin::CreatedKey {
+            api_key_plaintext: m.api_key.expose().to_owned(),
+            customer_id: m.customer_id,
+            key_id: m.key_id,
+            env: m.env,
+            label: m.label,
+            last4: m.last4,
+            created_at: m.created_at,
+        }
+    }
+}
