@@ -18,7 +18,7 @@
 const TOKEN_KEY = "brain.adminToken";
 const $ = (id) => document.getElementById(id);
 
-// Script errors are kept where a test (or a curious operator) can read them, and shown.
+// Script errors are kept where a test (or a curious operator, from the console) can read them.
 window.brainErrors = [];
 window.addEventListener("error", (e) => window.brainErrors.push(String(e.message)));
 window.addEventListener("unhandledrejection", (e) => window.brainErrors.push(String(e.reason)));
@@ -531,12 +531,18 @@ async function loadSessions(gen) {
     rowClass: (r) => (r.status === "failed" ? "bad" : r.status === "timeout" ? "warn" : ""),
     none: sel.status ? `no ${STATUS[sel.status][0]} runs in this window` : "no runs on this page",
   });
-  const more = p.querySelector("button.more");
-  more.hidden = !(d.next_cursor || runsCursor);
-  more.textContent = d.next_cursor ? "Older runs →" : "← Newest runs";
-  more.onclick = () => {
-    if (d.next_cursor) { runsBack.push(runsCursor); runsCursor = d.next_cursor; }
-    else { runsCursor = ""; runsBack = []; }
+  // Paging: older by the read's cursor, newer by the cursors already walked.
+  const newer = p.querySelector("button.newer");
+  const older = p.querySelector("button.more");
+  newer.hidden = !runsCursor;
+  older.hidden = sample || !d.next_cursor;
+  newer.onclick = () => {
+    runsCursor = runsBack.pop() || "";
+    refreshPanels(["sessions"]);
+  };
+  older.onclick = () => {
+    runsBack.push(runsCursor);
+    runsCursor = d.next_cursor;
     refreshPanels(["sessions"]);
   };
 }

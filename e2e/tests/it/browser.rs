@@ -474,6 +474,17 @@ impl Browser {
         self.viewport(width, height, mobile).await;
     }
 
+    /// Clicks the element `css` selects (WebDriver scrolls it into view; it must be visible).
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
     /// Types `token` into the token form and submits it.
     async fn login(&self, token: &str) {
         let input = self
@@ -931,8 +942,7 @@ fn dashboard_shows_the_apis_figures(backend: Backend) {
             }
         }
         // Older runs: the next page by cursor, and back.
-        b.js("document.querySelector('[data-panel=sessions] button.more').click(); return null;")
-            .await;
+        b.click("[data-panel=sessions] button.more").await;
         b.wait_loaded(&loaded("", "24h", "")).await;
         let older = assert_page_matches_api(&b, &base, "older runs", &loaded("", "24h", "")).await;
         let q = panel(&older, "sessions")["query"].as_str().expect("query");
@@ -943,8 +953,7 @@ fn dashboard_shows_the_apis_figures(backend: Backend) {
             figure(&all, "sessions", "/run_id"),
             "another page of runs"
         );
-        b.js("document.querySelector('[data-panel=sessions] button.more').click(); return null;")
-            .await;
+        b.click("[data-panel=sessions] button.newer").await;
         b.wait_loaded(&loaded("", "24h", "")).await;
         let newest =
             assert_page_matches_api(&b, &base, "newest runs", &loaded("", "24h", "")).await;
@@ -1032,8 +1041,28 @@ fn dashboard_shows_the_apis_figures(backend: Backend) {
         )
         .await;
 
-        // Back to everyone, on a phone.
+        // A customer's row in the customers table picks it too.
         b.choose("status", "").await;
+        b.wait_loaded(&loaded("globex", "7d", "")).await;
+        let row = b
+            .js(
+                r#"return [...document.querySelectorAll('table.customers tr[data-index]')]
+                 .find((tr) => tr.textContent.includes('acme Inc')).dataset.index;"#,
+            )
+            .await;
+        let row = row.as_str().expect("acme's row");
+        b.click(&format!("table.customers tr[data-index=\"{row}\"]"))
+            .await;
+        b.wait_loaded(&loaded("acme", "7d", "")).await;
+        let acme =
+            assert_page_matches_api(&b, &base, "acme by its row", &loaded("acme", "7d", "")).await;
+        let q = panel(&acme, "fleet")["query"].as_str().expect("query");
+        assert!(
+            q.contains("customer_id=acme"),
+            "the row narrowed the fleet: {q}"
+        );
+
+        // Back to everyone, on a phone.
         b.choose("customer", "").await;
         b.choose("window", "24h").await;
         b.wait_loaded(&loaded("", "24h", "")).await;
