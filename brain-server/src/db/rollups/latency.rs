@@ -20,10 +20,6 @@ pub(crate) fn bucket_of(ms: u64) -> i32 {
 
 /// The half-open range `[lo, hi)` of milliseconds that bucket `index` holds, or `None` for an
 /// index [`bucket_of`] never gives.
-#[allow(
-    dead_code,
-    reason = "read by the dashboard reads (routes/dashboard.rs), landing in parallel; then this goes"
-)]
 pub(crate) fn bucket_range(index: i32) -> Option<(u64, u64)> {
     let i = u64::try_from(index).ok()?;
     if i < EXACT_BELOW {
@@ -43,10 +39,6 @@ pub(crate) fn bucket_range(index: i32) -> Option<(u64, u64)> {
 /// order (repeated buckets are summed), in ms: the midpoint of the bucket that holds the
 /// nearest-rank value (`rank = ⌈p × n⌉`), exact below 32 ms. `None` when the histogram is
 /// empty.
-#[allow(
-    dead_code,
-    reason = "read by the dashboard reads (routes/dashboard.rs), landing in parallel; then this goes"
-)]
 pub(crate) fn quantile(histogram: &[(i32, i64)], p: f64) -> Option<f64> {
     let mut buckets: Vec<(i32, u64)> = histogram
         .iter()
