@@ -1164,14 +1164,18 @@ fn the_data_directory_does_not_depend_on_the_working_directory() {
     assert!(xdg.path().join("brain/brain.db").exists());
 }
 
-/// An unreachable Postgres is reported with its cause, not as a pool timeout.
+/// An unreachable Postgres is reported with its cause, not as a pool timeout, and the line
+/// naming the database never shows the password.
 #[test]
 fn an_unreachable_postgres_is_reported_with_its_cause() {
     let dir = tempfile::TempDir::new().unwrap();
-    let out = cli(dir.path(), Some("postgres://postgres@127.0.0.1:1/brain"))
-        .args(["keys"])
-        .output()
-        .unwrap();
+    let out = cli(
+        dir.path(),
+        Some("postgres://postgres:s3cret-pw@127.0.0.1:1/brain"),
+    )
+    .args(["keys"])
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -1180,4 +1184,8 @@ fn an_unreachable_postgres_is_reported_with_its_cause() {
     );
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert!(!stderr.contains("timed out"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret-pw"),
+        "never the password: {stderr}"
+    );
 }
