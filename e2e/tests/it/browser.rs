@@ -262,6 +262,30 @@ fn post_events(server: &Server, key: &str, events: &[Value]) {
     );
 }
 
+/// Posts one event the server refuses (an unknown type): a dead letter for the ingestion
+/// health panel.
+fn post_refused(server: &Server, key: &str, agent: &str) {
+    let bad = envelope(
+        &ts_ago(mins(1)),
+        "telemetry.unknown",
+        agent,
+        None,
+        json!({}),
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/events", server.url()))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!([bad])).expect("JSON"))
+        .send()
+        .expect("POST /v1/events");
+    assert!(
+        resp.status().is_success(),
+        "a batch with a refused event is still a 200: {}",
+        resp.status()
+    );
+}
+
 /// A server with two customers: `acme` (three fixture sessions replayed through the real
 /// emitter, plus hand-made events) and `globex` (one session, plus hand-made events).
 /// `None` when `backend` is Postgres and Postgres is not here (said by `TestDb::create`).
@@ -292,6 +316,9 @@ fn server_with_data(backend: Backend) -> Option<Server> {
             String::from_utf8_lossy(&out.stderr)
         );
         post_events(&server, &key, &hand_made(agent, salt));
+        if customer == "acme" {
+            post_refused(&server, &key, agent);
+        }
     }
     // A customer whose name is markup: the page must show it as text.
     let out = server
@@ -896,6 +923,11 @@ fn dashboard_shows_the_apis_figures(backend: Backend) {
             panel(&all, "cost")["chart"],
             json!(true),
             "the cost chart is drawn"
+        );
+        assert_eq!(
+            figure(&all, "health", "/dead_letters_last_24h"),
+            json!(1),
+            "the refused event is counted on the page"
         );
         // Strings from the API are text, never markup.
         let markup = b
