@@ -40,6 +40,7 @@ pub mod error;
 mod extract;
 mod http;
 mod ingest;
+mod metrics;
 mod requeue;
 mod routes;
 mod state;

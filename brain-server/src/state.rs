@@ -14,6 +14,7 @@ use crate::ingest::WriteJob;
 use crate::ingest::budget::{InFlight, MemoryBudget};
 use crate::ingest::retention::Pruner;
 use crate::ingest::writer::{SubmitError, WriteResult, Writer, WriterStats};
+use crate::metrics::Metrics;
 
 /// Shared application state. Cloning is cheap (one `Arc`).
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ struct Inner {
     budget: Arc<MemoryBudget>,
     /// Deletes dead letters past their retention.
     pruner: Pruner,
+    /// This server's Prometheus recorder (not the process-global one: `metrics.rs`).
+    metrics: Metrics,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             Backend::Sqlite => 1,
             Backend::Postgres => limits.pg_writers,
         };
+        let metrics = Metrics::new();
         let writer = Writer::start(
             store.clone(),
             writers,
@@ -53,6 +57,7 @@ impl AppState {
             limits.group_events,
             limits.dead_letter_raw_bytes,
             limits.rollups,
+            metrics.clone(),
         );
         let pruner = Pruner::start(
             store.clone(),
@@ -68,6 +73,7 @@ impl AppState {
             connections: Arc::default(),
             budget: MemoryBudget::new(limits.in_flight_bytes),
             pruner,
+            metrics,
         }))
     }
 
@@ -140,5 +146,10 @@ impl AppState {
     /// The admin token.
     pub(crate) fn admin_token(&self) -> &AdminToken {
         &self.0.admin_token
+    }
+
+    /// This server's metrics recorder.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
     }
 }

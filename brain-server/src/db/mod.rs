@@ -30,6 +30,7 @@ pub(crate) mod admin;
 pub(crate) mod dashboard;
 pub(crate) mod ingest;
 pub(crate) mod keys;
+mod metrics;
 pub(crate) mod rollups;
 
 use std::path::Path;

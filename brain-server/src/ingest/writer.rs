@@ -20,6 +20,7 @@ use super::WriteJob;
 use crate::db::ingest::Outcome;
 use crate::db::{DbError, Store};
 use crate::error::is_storage_failure;
+use crate::metrics::Metrics;
 use crate::task;
 
 /// The answer to one submitted request: the outcome of each element, in request order.
@@ -122,6 +123,7 @@ impl Writer {
         group_events: usize,
         dead_letter_raw_bytes: usize,
         rollups: bool,
+        metrics: Metrics,
     ) -> Self {
         let (tx, rx) = mpsc::channel(queue_requests.max(1));
         let rx: SharedReceiver = Arc::new(tokio::sync::Mutex::new(rx));
@@ -144,6 +146,7 @@ impl Writer {
                         },
                         Arc::clone(&stats),
                         Arc::clone(&health),
+                        metrics.clone(),
                     ),
                 )
             })
@@ -222,6 +225,7 @@ async fn run(
     caps: Caps,
     stats: Arc<WriterStats>,
     health: Arc<WriteHealth>,
+    metrics: Metrics,
 ) {
     let Caps { group_events, .. } = caps;
     loop {
@@ -237,7 +241,7 @@ async fn run(
                 None => break,
             }
         };
-        write(&store, group, caps, &stats, &health).await;
+        write(&store, group, caps, &stats, &health, &metrics).await;
     }
     // Shutting down: refuse new work, finish what is queued.
     loop {
@@ -249,7 +253,7 @@ async fn run(
                 Err(_) => break,
             }
         };
-        write(&store, group, caps, &stats, &health).await;
+        write(&store, group, caps, &stats, &health, &metrics).await;
     }
     tracing::debug!("ingest writer drained and stopped");
 }
@@ -283,6 +287,7 @@ async fn write(
     caps: Caps,
     stats: &WriterStats,
     health: &WriteHealth,
+    metrics: &Metrics,
 ) {
     let (jobs, replies): (Vec<WriteJob>, Vec<oneshot::Sender<WriteResult>>) =
         group.into_iter().map(|p| (p.job, p.reply)).unzip();
@@ -292,6 +297,7 @@ async fn write(
     health.record(&written);
     match written {
         Ok(results) => {
+            metrics.group_committed(&jobs, &results);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .requests
@@ -305,15 +311,18 @@ async fn write(
         Err(e) if jobs.len() > 1 => {
             // One bad request must not fail its neighbours: retry each alone.
             stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+            metrics.commit_failed();
             tracing::warn!(error = %e, requests = jobs.len(), "group commit failed; retrying one by one");
             for (job, reply) in jobs.into_iter().zip(replies) {
                 let n = job.items.len() as u64;
                 let one = [job];
-                let result = store
-                    .write_group(&one, cap, shard)
-                    .await
-                    .map(|mut r| r.pop().unwrap_or_default());
+                let result = store.write_group(&one, cap, shard).await;
                 health.record(&result);
+                match &result {
+                    Ok(r) => metrics.group_committed(&one, r),
+                    Err(_) => metrics.commit_failed(),
+                }
+                let result = result.map(|mut r| r.pop().unwrap_or_default());
                 if result.is_ok() {
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -323,6 +332,7 @@ async fn write(
             }
         }
         Err(e) => {
+            metrics.commit_failed();
             // A group of one request: that request gets the error.
             if let Some(reply) = replies.into_iter().next() {
                 let _ = reply.send(Err(e));

@@ -1,7 +1,5 @@
 //! `GET /v1/healthz` (no auth) and `GET /metrics` (Prometheus text).
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -39,57 +37,15 @@ pub(crate) async fn get_healthz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Prometheus text: the ingest writer's counters and queue depth.
+/// Prometheus text of this server's series (`metrics.rs`), gauges refreshed now.
 pub(crate) async fn get_metrics(State(state): State<AppState>) -> Response {
-    let s = state.writer_stats();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric(
-        "brain_ingest_commits_total",
-        "counter",
-        "Ingest transactions committed (one per group).",
-        s.commits.load(Ordering::Relaxed),
-    );
-    metric(
-        "brain_ingest_requests_total",
-        "counter",
-        "Ingest requests answered after a commit.",
-        s.requests.load(Ordering::Relaxed),
-    );
-    metric(
-        "brain_ingest_items_total",
-        "counter",
-        "Ingest elements written (events and dead letters).",
-        s.items.load(Ordering::Relaxed),
-    );
-    metric(
-        "brain_ingest_failed_groups_total",
-        "counter",
-        "Group commits that failed and were retried request by request.",
-        s.failed_groups.load(Ordering::Relaxed),
-    );
-    metric(
-        "brain_http_connections",
-        "gauge",
-        "HTTP connections being served.",
-        state.open_connections() as u64,
-    );
-    metric(
-        "brain_ingest_queue_depth",
-        "gauge",
-        "Ingest requests waiting for the writer.",
-        state.queue_depth() as u64,
-    );
-    metric(
-        "brain_ingest_in_flight_bytes",
-        "gauge",
-        "Bytes of ingest bodies held (read or gunzipped, not yet answered).",
-        state.in_flight_bytes() as u64,
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let text = crate::metrics::scrape(&state).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

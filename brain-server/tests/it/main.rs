@@ -42,6 +42,7 @@ mod faults;
 mod fuzz;
 mod instances;
 mod memory;
+mod metrics;
 mod rollups;
 mod whoami;
 
