@@ -488,7 +488,7 @@ function modelsCell(text, run) {
   return h("span", { title: detail || null }, text || "—");
 }
 
-const STATUS = { success: ["succeeded", "ok"], failed: ["failed", "bad"], timeout: ["timed out", "warn"], running: ["running", "running"] };
+const STATUS = { success: ["succeeded", "ok"], failed: ["failed", "bad"], timeout: ["timed out", "warn"], running: ["running", "running"], unknown: ["no start/end", "muted"] };
 let runsCursor = ""; // the page of runs shown ("" = newest)
 let runsBack = []; // cursors of the pages before it
 
@@ -503,15 +503,12 @@ async function loadSessions(gen) {
     "newest first · " + windowWords[sel.window] + (sel.customer ? " · " + customerName(sel.customer) : "") + (runsCursor ? " · older page" : ""));
   p.dataset.emptyWhen = "/sessions";
   p.dataset.filtered = String(filtered);
-  const statusCell = (v, r) => {
-    // "running" with no session.start: events of a run the isolate wrapper did not start (a
-    // Claude session's hooks alone), or whose start has not arrived; it may never "end".
-    if (v === "running" && !r.started_at) {
-      const b = badge("no start/end", "muted");
-      b.title = "no session.start or session.end stored for this run id: hook events only";
-      return b;
-    }
-    return badge((STATUS[v] || [v || "—"])[0], (STATUS[v] || [, "muted"])[1]);
+  const statusCell = (v) => {
+    const b = badge((STATUS[v] || [v || "—"])[0], (STATUS[v] || [, "muted"])[1]);
+    // "unknown": events of a run the isolate wrapper did not start (a Claude session's hooks
+    // alone); it may never "end".
+    if (v === "unknown") b.title = "no session.start or session.end stored for this run id: hook events only";
+    return b;
   };
   const cols = [
     { h: "Status", f: "/status", fmt: statusCell, also: { f: "/exit_code", fmt: (v) => (v === null || v === undefined ? "" : "exit " + v) } },

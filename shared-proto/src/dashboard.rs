@@ -86,8 +86,11 @@ pub enum RunStatus {
     Failed,
     /// Its `session.end` said `timeout`.
     Timeout,
-    /// No `session.end` stored yet.
+    /// Its `session.start` is stored, no `session.end` yet.
     Running,
+    /// Neither a `session.start` nor a `session.end` is stored: hook events only (a Claude
+    /// Code session not started by the isolate wrapper), so whether it ended is not known.
+    Unknown,
 }
 
 /// A customer's engagement, from its runs (`session.start` events) in the last 7 days.

@@ -538,10 +538,12 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String, String), ApiErr
     Ok((ts, customer, run))
 }
 
-/// The stored `session.end` status as the read reports it.
-fn run_status(stored: Option<&str>) -> RunStatus {
+/// The stored `session.end` status as the read reports it; `started` says whether a
+/// `session.start` is stored.
+fn run_status(stored: Option<&str>, started: bool) -> RunStatus {
     match stored {
-        None => RunStatus::Running,
+        None if started => RunStatus::Running,
+        None => RunStatus::Unknown,
         Some("success") => RunStatus::Success,
         Some("timeout") => RunStatus::Timeout,
         // "failed", and anything a future emitter may send: it ended, not well.
@@ -575,6 +577,7 @@ pub(crate) async fn get_sessions(
         RunStatus::Failed => StatusFilter::Ended("failed"),
         RunStatus::Timeout => StatusFilter::Ended("timeout"),
         RunStatus::Running => StatusFilter::Running,
+        RunStatus::Unknown => StatusFilter::Unknown,
     });
     let q = RunQuery {
         customer_id: customer.clone(),
@@ -596,7 +599,7 @@ pub(crate) async fn get_sessions(
     let sessions = runs
         .into_iter()
         .map(|r| RunSummary {
-            status: run_status(r.status.as_deref()),
+            status: run_status(r.status.as_deref(), r.started_at.is_some()),
             customer_id: r.customer_id,
             run_id: r.run_id,
             agent_id: r.agent_id,
@@ -843,9 +846,10 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(run_status(None), RunStatus::Running);
-        assert_eq!(run_status(Some("success")), RunStatus::Success);
-        assert_eq!(run_status(Some("failed")), RunStatus::Failed);
-        assert_eq!(run_status(Some("timeout")), RunStatus::Timeout);
+        assert_eq!(run_status(None, true), RunStatus::Running);
+        assert_eq!(run_status(None, false), RunStatus::Unknown);
+        assert_eq!(run_status(Some("success"), false), RunStatus::Success);
+        assert_eq!(run_status(Some("failed"), true), RunStatus::Failed);
+        assert_eq!(run_status(Some("timeout"), true), RunStatus::Timeout);
     }
 }

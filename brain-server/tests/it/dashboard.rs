@@ -565,6 +565,14 @@ async fn sessions_paginate_and_filter(backend: Backend) {
         0.25,
         mins(59),
     ));
+    // A run id carried by hook events only (no wrapper: no session.start, no session.end),
+    // the oldest of acme's.
+    events.push(tool(
+        "agent_a",
+        "run_h",
+        json!({"tool_name": "Read", "ok": true, "duration_ms": 3}),
+        mins(70),
+    ));
     send(&app, &acme, events).await;
     send(&app, &globex, globex_runs).await;
 
@@ -591,19 +599,19 @@ async fn sessions_paginate_and_filter(backend: Backend) {
         }
         assert!(pages < 20, "pagination does not end");
     }
-    assert_eq!(seen.len(), 9, "{seen:?}");
+    assert_eq!(seen.len(), 10, "{seen:?}");
     let unique: BTreeSet<_> = seen
         .iter()
         .map(|(_, c, r)| (c.clone(), r.clone()))
         .collect();
-    assert_eq!(unique.len(), 9, "every run exactly once: {seen:?}");
+    assert_eq!(unique.len(), 10, "every run exactly once: {seen:?}");
     let mut newest_first = seen.clone();
     newest_first.sort_by(|a, b| b.cmp(a));
     assert_eq!(seen, newest_first, "newest first");
 
     let all = ok(&app, "/v1/dashboard/sessions?customer_id=acme").await;
     let s = all["sessions"].as_array().unwrap();
-    assert_eq!(s.len(), 7);
+    assert_eq!(s.len(), 8);
     assert_eq!(all["next_cursor"], Value::Null);
     assert_eq!(s[0]["run_id"], "run_6");
     let run0 = s.iter().find(|r| r["run_id"] == "run_0").unwrap();
@@ -621,12 +629,20 @@ async fn sessions_paginate_and_filter(backend: Backend) {
     let run3 = s.iter().find(|r| r["run_id"] == "run_3").unwrap();
     assert_eq!(run3["status"], "running");
     assert_eq!(run3["ended_at"], Value::Null);
+    let hooks_only = s.iter().find(|r| r["run_id"] == "run_h").unwrap();
+    assert_eq!(
+        hooks_only["status"], "unknown",
+        "no start, no end: {hooks_only}"
+    );
+    assert_eq!(hooks_only["started_at"], Value::Null);
+    assert_eq!(hooks_only["tool_calls"], 1);
 
     for (status, runs) in [
         ("success", vec!["run_4", "run_0"]),
         ("failed", vec!["run_5", "run_1"]),
         ("timeout", vec!["run_6", "run_2"]),
         ("running", vec!["run_3"]),
+        ("unknown", vec!["run_h"]),
     ] {
         let page = ok(
             &app,
@@ -661,7 +677,7 @@ async fn sessions_paginate_and_filter(backend: Backend) {
         &format!("/v1/dashboard/sessions?customer_id=acme&limit=4&cursor={c}"),
     )
     .await;
-    assert_eq!(p2["sessions"].as_array().unwrap().len(), 3, "{p2}");
+    assert_eq!(p2["sessions"].as_array().unwrap().len(), 4, "{p2}");
     assert_eq!(p2["next_cursor"], Value::Null);
     app.stop().await;
 }

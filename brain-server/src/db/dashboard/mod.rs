@@ -426,8 +426,10 @@ impl<T: StoredTime> From<UsageDbRow<T>> for UsageRow {
 pub(crate) enum StatusFilter {
     /// `status` is this stored value.
     Ended(&'static str),
-    /// No `session.end` yet (`status` NULL).
+    /// A `session.start` and no `session.end` yet.
     Running,
+    /// Neither a `session.start` nor a `session.end` (hook events only).
+    Unknown,
 }
 
 /// What the sessions read selects.
@@ -846,7 +848,12 @@ impl Store {
         }
         match q.status {
             Some(StatusFilter::Ended(s)) => conds.push(format!("status = {}", args.text(s))),
-            Some(StatusFilter::Running) => conds.push("status IS NULL".to_owned()),
+            Some(StatusFilter::Running) => {
+                conds.push("status IS NULL AND started_at IS NOT NULL".to_owned());
+            }
+            Some(StatusFilter::Unknown) => {
+                conds.push("status IS NULL AND started_at IS NULL".to_owned());
+            }
             None => {}
         }
         if let Some(since) = q.since {
