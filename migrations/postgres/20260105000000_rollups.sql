@@ -47,7 +47,10 @@ CREATE TABLE rollup_tools (
     failures        BIGINT NOT NULL,
     timed_calls     BIGINT NOT NULL,
     duration_sum_ms BIGINT NOT NULL,
+    -- INCLUDE: a tool mix over many buckets (the fleet level's 30 days) is an index-only scan
+    -- instead of a heap page per row.
     PRIMARY KEY (customer_id, grain, bucket_start, tool_name, tool_source, mcp_server, shard)
+        INCLUDE (calls, failures, timed_calls, duration_sum_ms)
 );
 
 -- The latency histogram of timed tool calls per customer (and fleet, '') × bucket × tool:
@@ -61,7 +64,9 @@ CREATE TABLE rollup_tool_latency (
     bucket       INTEGER NOT NULL,
     shard        SMALLINT NOT NULL,
     calls        BIGINT NOT NULL,
-    PRIMARY KEY (customer_id, grain, bucket_start, tool_name, bucket, shard)
+    -- INCLUDE: a histogram over many buckets (the fleet level's 30 days) is an index-only scan
+    -- instead of a heap page per row.
+    PRIMARY KEY (customer_id, grain, bucket_start, tool_name, bucket, shard) INCLUDE (calls)
 );
 
 -- Activity per agent × bucket (grains 'h', 'd' and 'a'). `runs` counts session.start events;

@@ -14,6 +14,9 @@
 -- * customer_id '' in rollup_tools / rollup_tool_latency is the fleet-wide level (every
 --   customer), kept because summing 200 customers' rows for a 30-day tool mix is too slow.
 -- * Optional text dimensions use '' for "absent" (they are part of the primary key).
+-- * rollup_tools and rollup_tool_latency are WITHOUT ROWID: stored in their primary key's
+--   order, so a read over many buckets (the fleet level's 30 days) reads adjacent rows and the
+--   key is the only b-tree an upsert writes (Postgres covers the same reads with INCLUDE).
 -- * Times are INTEGER unix ms (UTC). Money is US cents (REAL, may be fractional); durations
 --   are milliseconds.
 -- Forward-only: never edit once applied; add a new file.
@@ -50,7 +53,7 @@ CREATE TABLE rollup_tools (
     timed_calls     INTEGER NOT NULL,
     duration_sum_ms INTEGER NOT NULL,
     PRIMARY KEY (customer_id, grain, bucket_start, tool_name, tool_source, mcp_server, shard)
-);
+) WITHOUT ROWID;
 
 -- The latency histogram of timed tool calls per customer (and fleet, '') × bucket × tool:
 -- `bucket` is the index of a fixed log-linear duration bucket (docs/rollups.md), `calls` how
@@ -64,7 +67,7 @@ CREATE TABLE rollup_tool_latency (
     shard        INTEGER NOT NULL,
     calls        INTEGER NOT NULL,
     PRIMARY KEY (customer_id, grain, bucket_start, tool_name, bucket, shard)
-);
+) WITHOUT ROWID;
 
 -- Activity per agent × bucket (grains 'h', 'd' and 'a'). `runs` counts session.start events;
 -- `runs_failed` / `runs_timed_out` count session.end events with that status.

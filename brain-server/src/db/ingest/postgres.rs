@@ -185,7 +185,7 @@ impl GroupWriter for PgWriter<'_> {
     }
 
     async fn upsert_rollups(&mut self, r: &Rollups<'_>, shard: i16) -> Result<(), sqlx::Error> {
-        // One statement per table: arrays have no bind limit.
+        // One statement for every table (data-modifying CTEs): arrays have no bind limit.
         crate::db::rollups::postgres::upsert(&mut *self.0, r, shard, usize::MAX).await
     }
 
