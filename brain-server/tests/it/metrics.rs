@@ -1,7 +1,8 @@
 //! `GET /metrics`: after real ingest over HTTP (accepted, duplicate, rejected by validation and
 //! by `agent_forbidden`) and refused requests (404 with no route, 404 on a templated route,
 //! 401), every series moves by exactly what was sent, labelled by route template (never the
-//! raw path); the text parses; and `promtool check metrics` passes on a real scrape, as does
+//! raw path); a group write that fails counts one failed commit and no event; the text
+//! parses; and `promtool check metrics` passes on a real scrape, as does
 //! `promtool check rules` on `docs/prometheus-alerts.yml`. The sample Grafana dashboard and
 //! the alert rules name only series the server exports.
 //!
@@ -13,13 +14,17 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use brain_server::Store;
 use chrono::TimeDelta;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, event, event_at, spawn_app, tool_call};
 
-both!(ingest_and_http_series_move_by_what_was_sent);
+both!(
+    ingest_and_http_series_move_by_what_was_sent,
+    a_failed_commit_is_counted_and_counts_no_event,
+);
 
 /// One sample: name and labels.
 type Series = (String, BTreeMap<String, String>);
@@ -405,6 +410,89 @@ async fn ingest_and_http_series_move_by_what_was_sent(backend: Backend) {
         ),
         1.0
     );
+    app.stop().await;
+}
+
+/// Makes the insert of a dead letter whose raw JSON holds `"poison"` fail inside the
+/// ingest transaction (after the group's events were inserted).
+async fn poison_dead_letters(store: &Store) {
+    match store {
+        Store::Postgres(pool) => sqlx::raw_sql(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.raw LIKE '%\"poison\"%' THEN \
+                 RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER poison BEFORE INSERT ON dead_letters \
+               FOR EACH ROW EXECUTE FUNCTION poison();",
+        )
+        .execute(pool)
+        .await
+        .map(drop)
+        .unwrap(),
+        Store::Sqlite(pool) => sqlx::raw_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON dead_letters \
+               WHEN NEW.raw LIKE '%\"poison\"%' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .execute(pool)
+        .await
+        .map(drop)
+        .unwrap(),
+    }
+}
+
+/// A group write that fails (a trigger refuses its dead letter) counts one failed commit and
+/// no commit, moves no `brain_ingest_events_total` series (nothing was stored), and its
+/// 5xx answer is counted under the ingest route.
+async fn a_failed_commit_is_counted_and_counts_no_event(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let key = app.mint("acme").await;
+    poison_dead_letters(app.store()).await;
+    let (_, before) = scrape(&app).await;
+    assert_eq!(before.get("brain_ingest_commit_failures_total", &[]), 0.0);
+
+    let mut poison = tool_call("agent_a", "Bash", true, 1);
+    poison["event_type"] = json!("poison");
+    let resp = app
+        .post_events(
+            &key,
+            &json!([tool_call("agent_a", "Bash", true, 2), poison]),
+        )
+        .await;
+    let status = resp.status();
+    assert!(status.is_server_error(), "{status}");
+
+    let (_, after) = scrape(&app).await;
+    assert_eq!(
+        delta(&before, &after, "brain_ingest_commit_failures_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        delta(&before, &after, "brain_ingest_commits_total", &[]),
+        0.0
+    );
+    for labels in after.label_sets("brain_ingest_events_total") {
+        let l: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            delta(&before, &after, "brain_ingest_events_total", &l),
+            0.0,
+            "{labels:?}"
+        );
+    }
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "brain_http_requests_total",
+            &[("route", "/v1/events"), ("status", status.as_str())]
+        ),
+        1.0
+    );
+    assert_eq!(after.get("brain_dead_letters", &[]), 0.0);
     app.stop().await;
 }
 
