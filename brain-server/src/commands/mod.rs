@@ -5,7 +5,7 @@
 //! module dispatches and owns the one function that writes to stdout.
 //!
 //! The commands that change something go through the same [`crate::db::Store`] functions as
-//! the admin API (`routes/admin.rs`), and their audit entries name the operator ([`actor`]).
+//! the admin API (`routes/admin.rs`), and their audit entries name the operator (`actor`: `cli:<unix user>`).
 
 mod audit;
 mod customers;
