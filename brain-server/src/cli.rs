@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use shared_proto::env_vars;
 use tracing_subscriber::EnvFilter;
@@ -166,6 +167,28 @@ pub enum Command {
         /// Print JSON (the `GET /admin/audit` page) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Export stored events as CSV or JSONL (the `GET /admin/export` body), oldest first.
+    Export {
+        /// `csv` (header line, documented column order) or `jsonl` (one wire-format event
+        /// per line).
+        #[arg(long)]
+        format: String,
+        /// Only events with `ts` at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<DateTime<Utc>>,
+        /// Only events with `ts` before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<DateTime<Utc>>,
+        /// Only this customer's events.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only events of this type, e.g. `tool_call`.
+        #[arg(long)]
+        event_type: Option<String>,
+        /// Write to this file (replaced when the export is complete) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Check or repair the rollup tables the dashboard reads (docs/rollups.md).
     Rollups {

@@ -37,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod db;
 pub mod error;
+mod export;
 mod extract;
 mod http;
 mod ingest;

@@ -231,6 +231,39 @@ pub struct DeadLetterQuery {
     pub cursor: Option<String>,
 }
 
+/// Query of `GET /admin/export`: the format and optional filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `csv` or `jsonl` (required).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Only events with `ts` at or after this time (RFC 3339).
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only events with `ts` before this time (RFC 3339).
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only this customer's events.
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// Only events of this type (e.g. `tool_call`).
+    #[serde(default)]
+    pub event_type: Option<String>,
+}
+
+/// The columns of a CSV export, in their order (the first line of every CSV export).
+pub const EXPORT_CSV_COLUMNS: [&str; 8] = [
+    "event_id",
+    "ts",
+    "ingested_at",
+    "customer_id",
+    "agent_id",
+    "run_id",
+    "event_type",
+    "payload",
+];
+
 /// One dead letter: an element the server was sent and did not store as an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetterItem {

@@ -1,7 +1,7 @@
 //! The operator commands of SPEC §5, one module per command family: `serve` (the HTTP
 //! server), `migrate` (here), `keys` (`mint-key`, `rotate-key`, `revoke-key`, `keys`),
 //! `customers` (`customers create`, `customers list`), `dead_letters` (`dead-letters list`,
-//! `dead-letters requeue`), `audit`, `rollups` (`rollups verify`, `rollups rebuild`). This
+//! `dead-letters requeue`), `audit`, `export`, `rollups` (`rollups verify`, `rollups rebuild`). This
 //! module dispatches and owns the one function that writes to stdout.
 //!
 //! The commands that change something go through the same [`crate::db::Store`] functions as
@@ -10,6 +10,7 @@
 mod audit;
 mod customers;
 mod dead_letters;
+mod export;
 mod keys;
 mod rollups;
 mod serve;
@@ -107,6 +108,22 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             action: DeadLettersCommand::Requeue { id },
         }) => dead_letters::requeue(&db, *id).await,
         Some(Command::Audit { limit, json }) => audit::list(&db, *limit, *json).await,
+        Some(Command::Export {
+            format,
+            since,
+            until,
+            customer,
+            event_type,
+            out,
+        }) => {
+            let filter = crate::db::ExportFilter {
+                since: *since,
+                until: *until,
+                customer_id: customer.clone(),
+                event_type: event_type.clone(),
+            };
+            export::run(&db, format, filter, out.as_deref()).await
+        }
         Some(Command::Rollups {
             action: RollupsCommand::Verify,
         }) => rollups::verify(&db).await,

@@ -28,6 +28,7 @@ macro_rules! dispatch {
 
 pub(crate) mod admin;
 pub(crate) mod dashboard;
+pub(crate) mod export;
 pub(crate) mod ingest;
 pub(crate) mod keys;
 mod metrics;
@@ -44,6 +45,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection as _, PgConnection, PgPool, SqlitePool};
 
 pub use admin::{AgentRow, AuditEntry, DeadLetter, DeadLetterFilter};
+pub use export::{ExportFilter, ExportRow};
 pub use keys::{CustomerInfo, KeyInfo, MintedKey};
 
 /// Why a database operation failed.

@@ -1,5 +1,5 @@
 //! `/admin/*` (admin bearer): customers and their keys, dead letters and their requeue, the
-//! audit log. Bodies are the types of [`shared_proto::admin`].
+//! audit log, the export of stored events (streamed: [`crate::export`]). Bodies are the types of [`shared_proto::admin`].
 //!
 //! Every change goes through the same [`Store`](crate::db::Store) functions as the operator
 //! commands, and writes its audit entry (actor [`ACTOR`]) in the transaction of the change.
@@ -10,20 +10,23 @@
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use shared_proto::KeyEnv;
 use shared_proto::admin::{
     AuditPage, AuditQuery, CreateCustomerRequest, CreatedKey, CustomerId, CustomerList,
-    DEFAULT_PAGE_LIMIT, DeadLetterPage, DeadLetterQuery, KeyList, KeySummary, MAX_PAGE_LIMIT,
-    RequeueResponse, RotateKeyRequest, check_customer_name, check_key_label,
+    DEFAULT_PAGE_LIMIT, DeadLetterPage, DeadLetterQuery, ExportQuery, KeyList, KeySummary,
+    MAX_PAGE_LIMIT, RequeueResponse, RotateKeyRequest, check_customer_name, check_key_label,
 };
 
 use crate::auth::Admin;
-use crate::db::DeadLetterFilter;
+use crate::db::{DeadLetterFilter, ExportFilter};
 use crate::error::ApiError;
+use crate::export;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::ingest::writer::SubmitError;
 use crate::requeue::{RequeueError, requeue};
@@ -47,6 +50,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/dead-letters", get(get_dead_letters))
         .route("/dead-letters/{id}/requeue", post(post_dead_letter_requeue))
         .route("/audit", get(get_audit))
+        .route("/export", get(get_export))
 }
 
 /// A 422 with `code` for a field of a well-formed body.
@@ -241,6 +245,40 @@ async fn get_audit(
         next_cursor,
     })
     .into_response())
+}
+
+/// `GET /admin/export`: every stored event matching the filters, in `(ts, customer_id,
+/// event_id)` order, streamed as CSV or JSONL (an attachment); 400 `invalid_query` for a
+/// missing or unknown format, an unknown event type, a bad customer id or time, or `since`
+/// not before `until`. The `export` audit entry (the filters) is written before the first
+/// byte.
+#[tracing::instrument(skip_all)]
+async fn get_export(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let filter = ExportFilter {
+        since: q.since,
+        until: q.until,
+        customer_id: q.customer_id.filter(|c| !c.is_empty()),
+        event_type: q.event_type.filter(|t| !t.is_empty()),
+    };
+    let (format, filter) = export::check(q.format.as_deref(), filter)
+        .map_err(|m| ApiError::bad_request("invalid_query", m))?;
+    let rx = export::start(state.store(), format, filter, ACTOR).await?;
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let disposition = format!("attachment; filename=\"brain-export.{}\"", format.as_str());
+    Ok((
+        [
+            (CONTENT_TYPE, format.content_type().to_owned()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 fn unknown_customer(customer_id: &str) -> ApiError {

@@ -307,3 +307,53 @@ pub(crate) fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "body: {body}");
     assert!(body["error"]["message"].is_string(), "body: {body}");
 }
+
+impl TestApp {
+    /// The Postgres URL of the app's own database (`None` on SQLite: the data directory's
+    /// `brain.db`).
+    pub(crate) fn database_url(&self) -> Option<String> {
+        self.pg.as_ref().map(|db| db.url.clone())
+    }
+}
+
+/// A stored event as the export tests compare it: event_id, ts and ingested_at (unix ms),
+/// customer_id, agent_id, run_id, event_type, payload.
+pub(crate) type EventTuple = (
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    Value,
+);
+
+/// Every row of `events`, in `(ts, customer_id, event_id)` order, read directly.
+pub(crate) async fn stored_events(store: &Store) -> Vec<EventTuple> {
+    type Raw<T> = (String, T, T, String, String, Option<String>, String, String);
+    let mut rows: Vec<EventTuple> = match store {
+        Store::Postgres(pool) => sqlx::query_as::<_, Raw<chrono::DateTime<Utc>>>(
+            "SELECT event_id::text, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload::text FROM events",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("read events")
+        .into_iter()
+        .map(|(id, ts, ing, c, a, r, t, p)| {
+            (id, ts.timestamp_millis(), ing.timestamp_millis(), c, a, r, t, serde_json::from_str(&p).expect("payload"))
+        })
+        .collect(),
+        Store::Sqlite(pool) => sqlx::query_as::<_, Raw<i64>>(
+            "SELECT event_id, ts, ingested_at, customer_id, agent_id, run_id, event_type, payload FROM events",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("read events")
+        .into_iter()
+        .map(|(id, ts, ing, c, a, r, t, p)| (id, ts, ing, c, a, r, t, serde_json::from_str(&p).expect("payload")))
+        .collect(),
+    };
+    rows.sort_by(|a, b| (a.1, &a.3, &a.0).cmp(&(b.1, &b.3, &b.0)));
+    rows
+}

@@ -38,6 +38,7 @@ macro_rules! both {
 // After `both!`, which their tests use too.
 mod admin;
 mod dashboard;
+mod export;
 mod faults;
 mod fuzz;
 mod instances;
