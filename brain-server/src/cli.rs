@@ -98,6 +98,11 @@ pub struct Cli {
     /// Ingest requests per API key allowed in a burst [default: 400].
     #[arg(long, global = true, env = env_vars::BRAIN_RATE_LIMIT_BURST)]
     pub rate_limit_burst: Option<NonZeroU32>,
+
+    /// Days of raw events to keep: `serve` prunes older ones daily, `prune` uses it when
+    /// --older-than-days is not given; 0 keeps forever [default: 0].
+    #[arg(long, global = true, env = env_vars::BRAIN_RETENTION_DAYS)]
+    pub retention_days: Option<u32>,
 }
 
 /// The operator commands.
@@ -189,6 +194,13 @@ pub enum Command {
         /// Write to this file (replaced when the export is complete) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Delete raw events (and dead letters) older than N days, in batches, keeping the rollups
+    /// and run summaries; prints what it deleted, or that another prune was running.
+    Prune {
+        /// Keep this many days (cut at 00:00 UTC) [default: BRAIN_RETENTION_DAYS].
+        #[arg(long)]
+        older_than_days: Option<u32>,
     },
     /// Check or repair the rollup tables the dashboard reads (docs/rollups.md).
     Rollups {

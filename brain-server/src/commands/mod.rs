@@ -1,7 +1,7 @@
 //! The operator commands of SPEC §5, one module per command family: `serve` (the HTTP
 //! server), `migrate` (here), `keys` (`mint-key`, `rotate-key`, `revoke-key`, `keys`),
 //! `customers` (`customers create`, `customers list`), `dead_letters` (`dead-letters list`,
-//! `dead-letters requeue`), `audit`, `export`, `rollups` (`rollups verify`, `rollups rebuild`). This
+//! `dead-letters requeue`), `audit`, `export`, `prune`, `rollups` (`rollups verify`, `rollups rebuild`). This
 //! module dispatches and owns the one function that writes to stdout.
 //!
 //! The commands that change something go through the same [`crate::db::Store`] functions as
@@ -12,6 +12,7 @@ mod customers;
 mod dead_letters;
 mod export;
 mod keys;
+mod prune;
 mod rollups;
 mod serve;
 
@@ -61,7 +62,13 @@ pub(super) fn actor() -> String {
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     let db = DbConfig::from_cli(&cli);
     match &cli.command {
-        None | Some(Command::Serve) => serve::serve(ServerConfig::from_cli(&cli)).await,
+        None | Some(Command::Serve) => {
+            serve::serve(
+                ServerConfig::from_cli(&cli),
+                cli.retention_days.unwrap_or(0),
+            )
+            .await
+        }
         Some(Command::Migrate) => {
             let store = crate::open_store(&db).await?;
             store.close().await;
@@ -123,6 +130,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 event_type: event_type.clone(),
             };
             export::run(&db, format, filter, out.as_deref()).await
+        }
+        Some(Command::Prune { older_than_days }) => {
+            prune::run(&db, older_than_days.or(cli.retention_days)).await
         }
         Some(Command::Rollups {
             action: RollupsCommand::Verify,

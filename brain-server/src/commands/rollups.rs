@@ -17,9 +17,15 @@ pub(super) async fn verify(db: &DbConfig) -> anyhow::Result<()> {
     let result = store.verify_rollups().await;
     store.close().await;
     let v = result.context("verifying the rollups")?;
+    let scope = v.horizon.map_or_else(String::new, |h| {
+        format!(
+            " (buckets from {} on: raw events before it were pruned)",
+            super::time_text(h)
+        )
+    });
     if v.differences.is_empty() {
         return out(&format!(
-            "rollups verified: {} events, {} rollup rows, no difference\n",
+            "rollups verified: {} events, {} rollup rows{scope}, no difference\n",
             v.events, v.rows
         ));
     }
@@ -37,12 +43,24 @@ pub(super) async fn verify(db: &DbConfig) -> anyhow::Result<()> {
 }
 
 /// Replaces every rollup table with the recomputation from `events`, in one transaction,
-/// and prints what it wrote.
+/// and prints what it wrote. Refused after a prune (the older rollups would be lost).
 ///
 /// # Errors
-/// When the database cannot be read or written (nothing changed then).
+/// [`UserError`] after a prune; any other error when the database cannot be read or
+/// written (nothing changed then).
 pub(super) async fn rebuild(db: &DbConfig) -> anyhow::Result<()> {
     let store = crate::open_store(db).await?;
+    let horizon = store.retention_horizon().await;
+    if let Some(h) = horizon.context("reading the retention horizon")? {
+        store.close().await;
+        return Err(UserError(format!(
+            "raw events before {} were pruned: a rebuild from events would drop the older \
+             rollups, the only record left of them; not done (a rebuild limited to the \
+             retained range is not implemented yet)",
+            super::time_text(h)
+        ))
+        .into());
+    }
     let result = store.rebuild_rollups().await;
     store.close().await;
     let r = result.context("rebuilding the rollups")?;

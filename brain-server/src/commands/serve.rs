@@ -10,17 +10,24 @@ use crate::config::ServerConfig;
 ///
 /// # Errors
 /// [`UserError`] when the address cannot be bound; any other error for failures.
-pub(super) async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+/// With `retention_days` > 0, raw events older than that are pruned at start-up and daily
+/// (`super::prune`).
+pub(super) async fn serve(config: ServerConfig, retention_days: u32) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| UserError(format!("cannot listen on {}: {e}", config.listen)))?;
     let store = crate::open_store(&config.db).await?;
     rebuild_missing_rollups(&store).await?;
     let state = crate::build_state(store.clone(), &config, &config.db.data_dir)?;
+    let retention = super::prune::start_daily(store.clone(), retention_days);
     tracing::info!(listen = %config.listen, "brain-server listening");
-    crate::run(listener, state, shutdown_signal())
+    let served = crate::run(listener, state, shutdown_signal())
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    if let Some(r) = retention {
+        r.abort();
+    }
+    served?;
     store.close().await;
     tracing::info!("brain-server stopped");
     Ok(())

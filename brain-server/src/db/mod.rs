@@ -32,6 +32,7 @@ pub(crate) mod export;
 pub(crate) mod ingest;
 pub(crate) mod keys;
 mod metrics;
+pub(crate) mod retention;
 pub(crate) mod rollups;
 
 use std::path::Path;
@@ -47,6 +48,7 @@ use sqlx::{Connection as _, PgConnection, PgPool, SqlitePool};
 pub use admin::{AgentRow, AuditEntry, DeadLetter, DeadLetterFilter};
 pub use export::{ExportFilter, ExportRow};
 pub use keys::{CustomerInfo, KeyInfo, MintedKey};
+pub use retention::PruneReport;
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]

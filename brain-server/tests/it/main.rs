@@ -44,6 +44,7 @@ mod fuzz;
 mod instances;
 mod memory;
 mod metrics;
+mod retention;
 mod rollups;
 mod whoami;
 

@@ -1006,6 +1006,9 @@ pub(crate) struct Verification {
     pub(crate) rows: usize,
     /// Every difference, table by table in key order.
     pub(crate) differences: Vec<Difference>,
+    /// The retention horizon: rows of buckets before it were not checked (their raw events
+    /// may be pruned).
+    pub(crate) horizon: Option<DateTime<Utc>>,
 }
 
 /// What `rollups rebuild` wrote.
@@ -1064,10 +1067,17 @@ impl Fold {
     }
 }
 
-/// The differences between stored rows and expected rows of every table.
-fn compare(stored: &[TableRows], expected: &[TableRows]) -> (usize, Vec<Difference>) {
+/// The differences between stored rows and expected rows of every table; with a retention
+/// `horizon` (unix ms: raw events before it may be pruned), only the rows whose raw events are
+/// all retained ([`covered`]).
+fn compare(
+    stored: &[TableRows],
+    expected: &[TableRows],
+    horizon: Option<i64>,
+) -> (usize, Vec<Difference>) {
     let mut rows = 0;
     let mut out = Vec::new();
+    let mut old_runs = Vec::new();
     for ((table, stored), expected) in TABLES.iter().zip(stored).zip(expected) {
         let values: Vec<&'static str> = table
             .columns
@@ -1078,6 +1088,17 @@ fn compare(stored: &[TableRows], expected: &[TableRows]) -> (usize, Vec<Differen
         let mut keys: Vec<&String> = stored.keys().chain(expected.keys()).collect();
         keys.sort_unstable();
         keys.dedup();
+        if let Some(h) = horizon {
+            keys.retain(|key| {
+                covered(
+                    table,
+                    key,
+                    [stored.get(*key), expected.get(*key)],
+                    h,
+                    &mut old_runs,
+                )
+            });
+        }
         rows += keys.len();
         for key in keys {
             match (stored.get(key), expected.get(key)) {
@@ -1107,12 +1128,60 @@ fn compare(stored: &[TableRows], expected: &[TableRows]) -> (usize, Vec<Differen
     (rows, out)
 }
 
+/// Whether the rollup row `key` of `table` (its stored and expected values) covers only
+/// events at or after the retention horizon `h` (unix ms), so that it can be checked against
+/// the retained events. Not covered: a time bucket starting before `h`, the all-time bucket,
+/// `rollup_ingest` (bucketed by arrival, while events are pruned by `ts`), a run whose first
+/// event is before `h` (recorded in `old_runs`) and its per-model rows, a latest heartbeat
+/// before `h`.
+fn covered(
+    table: &Table,
+    key: &str,
+    rows: [Option<&Vec<Cell>>; 2],
+    h: i64,
+    old_runs: &mut Vec<String>,
+) -> bool {
+    let time = |name: &str| {
+        let at = table
+            .columns
+            .iter()
+            .filter(|(_, _, agg)| *agg != Key)
+            .position(|(n, _, _)| *n == name);
+        rows.iter().flatten().all(
+            |row| matches!(at.and_then(|i| row.get(i)), Some(Cell::Time(Some(ms))) if *ms >= h),
+        )
+    };
+    match table.name {
+        "rollup_ingest" => false,
+        "runs" => {
+            let ok = time("first_ts");
+            if !ok {
+                old_runs.push(format!("{key}, "));
+            }
+            ok
+        }
+        "run_models" => !old_runs.iter().any(|r| key.starts_with(r.as_str())),
+        "agent_heartbeats" => time("ts"),
+        _ => {
+            if key.contains(&format!("grain={ALL_TIME:?}")) {
+                return false;
+            }
+            key.split(", ")
+                .find_map(|part| part.strip_prefix("bucket_start="))
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t.timestamp_millis() >= h)
+        }
+    }
+}
+
 /// Rows per statement when a whole table is written (`rollups rebuild`).
 const REBUILD_CHUNK_ROWS: usize = 5000;
 
 impl Store {
     /// Recomputes every rollup table from `events` and compares it with what is stored,
-    /// in one consistent snapshot (the server may keep ingesting).
+    /// in one consistent snapshot (the server may keep ingesting). After a prune, only the
+    /// rows whose raw events are all retained (at or after the retention horizon) are
+    /// compared; older rows are the long-term record.
     ///
     /// # Errors
     /// [`DbError::Query`] when a read fails.
@@ -1121,13 +1190,17 @@ impl Store {
             Store::Postgres(pool) => postgres::read_all(pool).await?,
             Store::Sqlite(pool) => sqlite::read_all(pool).await?,
         };
+        // Read after the snapshot: a horizon newer than the snapshot only checks less.
+        let horizon = self.retention_horizon().await?;
         let expected = fold.rollups.cells();
-        let (rows, mut differences) = compare(&stored, &expected);
+        let (rows, mut differences) =
+            compare(&stored, &expected, horizon.map(|t| t.timestamp_millis()));
         differences.extend(fold.unreadable);
         Ok(Verification {
             events: fold.events,
             rows,
             differences,
+            horizon,
         })
     }
 
@@ -1271,7 +1344,7 @@ mod tests {
         let tools = &mut stored[1];
         let key = tools.keys().next().unwrap().clone();
         tools.get_mut(&key).unwrap()[0] = Cell::Int(Some(2));
-        let (_, diffs) = compare(&stored, &expected);
+        let (_, diffs) = compare(&stored, &expected, None);
         assert_eq!(diffs.len(), 1, "{diffs:?}");
         assert_eq!(diffs[0].table, "rollup_tools");
         assert_eq!(diffs[0].column, "calls");
