@@ -54,7 +54,7 @@ pub(super) enum PruneLock {
 }
 
 impl Store {
-    /// Deletes the events with `ts` before `cutoff` in batches of [`PRUNE_EVENTS_BATCH`]
+    /// Deletes the events with `ts` before `cutoff` in batches of 10,000 rows
     /// (sleeping `pause` between them) and the dead letters received before it, after
     /// recording the horizon; writes the `prune` audit entry (cutoff and counts) as `actor`.
     /// `None` when another prune holds the lock (nothing was done).
